@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
+MAIN_VARIANT = "ldvc"  # the name under which the main (non-ablation) runs are recorded
+
 
 class ConfigError(ValueError):
     """A parameter is unknown, mistyped or impossible; the message names the key."""
@@ -183,7 +185,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     transductive: TransductiveConfig = field(default_factory=TransductiveConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    # variant name -> {"section.key": value} overrides (inductive ablation runs)
+    # variant name -> partial parameter tree merged over the rest (inductive ablation runs)
     ablation: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
 
@@ -194,11 +196,12 @@ class Config:
         """Dotted-key view for MLflow (its params are flat strings)."""
         return flatten(self.to_dict())
 
-    def with_overrides(self, overrides: dict[str, Any]) -> Config:
-        """A validated copy with {"section.key": value} applied (used by ablation variants)."""
-        data = self.to_dict()
-        for dotted, value in overrides.items():
-            _set_dotted(data, dotted, value)
+    def variant(self, name: str) -> Config:
+        """The validated config of ablation variant `name` (its overlay merged over this one)."""
+        if name not in self.ablation:
+            raise ConfigError(f"unknown ablation variant {name!r}; params.yaml 'ablation' has {sorted(self.ablation)}")
+        data = deep_merge(self.to_dict(), self.ablation[name])
+        data["ablation"] = {}
         return config_from_dict(data)
 
 
@@ -366,21 +369,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"'seeds' has duplicates: {cfg.seeds}")
     if isinstance(cfg.split.unseen, str) and cfg.split.unseen != "default":
         raise ConfigError(f"'split.unseen' must be 'default' or a list of class names, got {cfg.split.unseen!r}")
-    if cfg.data.dataset == "synthetic" and cfg.clip.pretrained != "pipeline":
-        # Real CLIP weights never saw the synthetic world's classes; allowed but almost surely a mistake.
-        pass
-    for name, overrides in cfg.ablation.items():
-        if not isinstance(overrides, dict):
-            raise ConfigError(f"'ablation.{name}' must map 'section.key' to a value, got {overrides!r}")
-        base = cfg.to_dict()
-        for dotted, value in overrides.items():
-            try:
-                _set_dotted(base, dotted, value)
-            except ConfigError as err:
-                raise ConfigError(f"'ablation.{name}': {err}") from None
-        base["ablation"] = {}
+    for name, overlay in cfg.ablation.items():
+        if name == MAIN_VARIANT:
+            raise ConfigError(f"'ablation.{name}': the name {MAIN_VARIANT!r} is reserved for the main runs")
+        if not isinstance(overlay, dict):
+            raise ConfigError(f"'ablation.{name}' must be a partial parameter tree, got {overlay!r}")
+        data = deep_merge(cfg.to_dict(), overlay)
+        data["ablation"] = {}
         try:
-            config_from_dict(base)
+            config_from_dict(data)
         except ConfigError as err:
             raise ConfigError(f"'ablation.{name}' gives an invalid configuration: {err}") from None
 
@@ -407,18 +404,6 @@ def _positive(cfg: Config, keys: list[str]) -> None:
             value = getattr(value, part)
         if value <= 0:
             raise ConfigError(f"'{key}' must be positive, got {value}")
-
-
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = data
-    for i, part in enumerate(parts[:-1]):
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"unknown parameter '{'.'.join(parts[: i + 1])}' in override '{dotted}'")
-        node = node[part]
-    if not isinstance(node, dict) or parts[-1] not in node:
-        raise ConfigError(f"unknown parameter '{dotted}' in override")
-    node[parts[-1]] = value
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

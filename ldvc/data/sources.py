@@ -1,0 +1,126 @@
+"""The official archives of the real data path (protocol.md, "Official download sources").
+
+Each `Source` names one archive: where to get it and the checksums it must match. Every field
+except the name can be overridden per source with `data.sources: {name: {url, md5, sha256}}` in
+params.yaml, e.g. a mirror URL, a `file://` URL or a plain local path to an archive the user
+already has. An override that gives only a `url` keeps the official checksums (a mirror serves
+the same bytes); set `md5: ""` (or "none") to disable a check for a re-packed archive.
+The md5 of stuffthingmaps_trainval2017.zip is not published: it is None, and the checksum
+actually downloaded is recorded in the dataset's provenance instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import urlparse
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    url: str  # http(s)://, file:// or a plain local path
+    filename: str  # name in data.cache_dir
+    md5: str | None = None
+    sha256: str | None = None
+    description: str = ""
+
+
+OFFICIAL_SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source(
+            "voc2012",
+            "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+            "VOCtrainval_11-May-2012.tar",
+            md5="6cd6e144f989b92b3379bac3b3de84fd",
+            description="PASCAL VOC 2012 trainval (JPEGImages, SegmentationClass, ImageSets)",
+        ),
+        Source(
+            "sbd",
+            "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",
+            "benchmark.tgz",
+            md5="82b4d87ceb2ed10f6038a1cba92111cb",
+            description="Semantic Boundaries Dataset (cls/*.mat, train.txt, val.txt)",
+        ),
+        Source(
+            "coco_train2017",
+            "http://images.cocodataset.org/zips/train2017.zip",
+            "train2017.zip",
+            md5="cced6f7f71b7629ddf16f17bbcfab6b2",
+            description="COCO 2017 train images (118k)",
+        ),
+        Source(
+            "coco_val2017",
+            "http://images.cocodataset.org/zips/val2017.zip",
+            "val2017.zip",
+            md5="442b8da7639aecaf257c1dceb8ba8c80",
+            description="COCO 2017 val images (5k)",
+        ),
+        Source(
+            "coco_stuffthingmaps",
+            "http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/stuffthingmaps_trainval2017.zip",
+            "stuffthingmaps_trainval2017.zip",
+            md5=None,  # not published; the downloaded checksum is recorded in meta.json
+            description="COCO-Stuff 164k stuff+thing label maps (raw ids 0..181, 255)",
+        ),
+    )
+}
+
+# Which archives each dataset needs.
+DATASET_SOURCES: dict[str, tuple[str, ...]] = {
+    "voc": ("voc2012", "sbd"),
+    "coco_stuff": ("coco_train2017", "coco_val2017", "coco_stuffthingmaps"),
+}
+
+_OVERRIDE_KEYS = ("url", "md5", "sha256")
+_DISABLED = ("", "none", "null", "skip")
+
+
+def resolve_sources(overrides: dict[str, dict[str, str]] | None = None) -> dict[str, Source]:
+    """The official sources with `data.sources` overrides applied; unknown names/keys raise."""
+    overrides = overrides or {}
+    out = dict(OFFICIAL_SOURCES)
+    for name, fields in overrides.items():
+        if name not in OFFICIAL_SOURCES:
+            close = difflib.get_close_matches(name, list(OFFICIAL_SOURCES), n=3)
+            raise ValueError(
+                f"data.sources.{name}: unknown source{f' (did you mean {close})' if close else ''}; "
+                f"known sources: {sorted(OFFICIAL_SOURCES)}"
+            )
+        if not isinstance(fields, dict):
+            raise ValueError(f"data.sources.{name}: expected a mapping with keys {list(_OVERRIDE_KEYS)}")
+        bad = sorted(set(fields) - set(_OVERRIDE_KEYS))
+        if bad:
+            raise ValueError(f"data.sources.{name}: unknown keys {bad}; allowed: {list(_OVERRIDE_KEYS)}")
+        changes: dict[str, str | None] = {}
+        if "url" in fields:
+            url = str(fields["url"]).strip()
+            if not url:
+                raise ValueError(f"data.sources.{name}.url is empty; give a URL or a local archive path")
+            changes["url"] = url
+            # A local archive keeps its own name; a mirror's basename may differ from the official one.
+            base = _basename(url)
+            if base:
+                changes["filename"] = base
+        for key in ("md5", "sha256"):
+            if key in fields:
+                value = fields[key]
+                changes[key] = None if value is None or str(value).strip().lower() in _DISABLED else str(value).lower()
+                _check_hex(name, key, changes[key])
+        out[name] = dataclasses.replace(OFFICIAL_SOURCES[name], **changes)
+    return out
+
+
+def _basename(url: str) -> str:
+    parsed = urlparse(url)
+    path = parsed.path if parsed.scheme in ("http", "https", "file") else url
+    return PurePosixPath(path.replace("\\", "/")).name
+
+
+def _check_hex(name: str, key: str, value: str | None) -> None:
+    length = {"md5": 32, "sha256": 64}[key]
+    if value is not None and (len(value) != length or any(c not in "0123456789abcdef" for c in value)):
+        raise ValueError(f"data.sources.{name}.{key}: {value!r} is not a {length}-digit hex {key} digest")

@@ -1,0 +1,95 @@
+"""Where every stage reads and writes (one place, so stages, reports and tests agree).
+
+Layout (relative to the repository root):
+  data/prepared/            canonical dataset (download stage)
+  data/split.json           seen/unseen split (split stage)
+  models/clip/clip.json     which CLIP weights to use: model name, file, sha256 (clip stage)
+  runs/<variant>/seed<s>/<setting>/
+                            training outputs (checkpoints/, model.pt, train_log.csv,
+                            train_summary.json) and evaluation outputs (metrics.json,
+                            per_class_iou.csv, confusion.png, overlays/); variant "ldvc" holds
+                            the main runs, the others are ablation variants
+  metrics/*.json            DVC metrics (clip, inductive, transductive, ablation)
+  reports/tables, reports/figures
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ldvc.config import MAIN_VARIANT, Config, load_config, repo_root
+
+SPLIT_FILE = Path("data/split.json")
+CLIP_DIR = Path("models/clip")
+CLIP_RECORD = CLIP_DIR / "clip.json"
+RUNS = Path("runs")
+METRICS = Path("metrics")
+REPORTS = Path("reports")
+
+
+def run_dir(variant: str, seed: int, setting: str) -> Path:
+    return RUNS / variant / f"seed{seed}" / setting
+
+
+def load_stage_config(variant: str = MAIN_VARIANT) -> Config:
+    """params.yaml of the current directory (DVC runs stages at the repo or experiment root)."""
+    cfg = load_config("params.yaml")
+    return cfg if variant == MAIN_VARIANT else cfg.variant(variant)
+
+
+def is_main_process() -> bool:
+    # accelerate launch / torchrun set RANK; a plain `python stages/x.py` is the only process.
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def read_json(path: Path) -> Any:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the stage that produces it first (`dvc repro`)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def clip_weights() -> tuple[str, Path | None]:
+    """(open_clip model name, weights file) recorded by the clip stage."""
+    rec = read_json(CLIP_RECORD)
+    path = Path(rec["path"]) if rec.get("path") else None
+    if path is not None and not path.is_absolute():
+        path = Path.cwd() / path
+    return rec["model"], path
+
+
+def run_tags(cfg: Config, variant: str, seed: int | None = None, setting: str | None = None) -> dict[str, str]:
+    tags = {"ldvc.variant": variant, "ldvc.decoder": cfg.decoder.type}
+    if seed is not None:
+        tags["ldvc.seed"] = str(seed)
+    if setting is not None:
+        tags["ldvc.setting"] = setting
+    return tags
+
+
+__all__ = ["repo_root"]
+
+
+TRAIN_FIELDS = ("learnable_params", "total_params", "train_images_per_s", "train_seconds")
+
+
+def annotate_metrics(out_dir: Path, cfg: Config, variant: str, seed: int, setting: str) -> dict[str, Any]:
+    """Add the run's identity and training facts to out_dir/metrics.json, so every record the
+    reports read (from disk or MLflow) is self-describing."""
+    from ldvc.tracking import write_json_atomic
+
+    metrics = read_json(out_dir / "metrics.json")
+    summary_path = out_dir / "train_summary.json"
+    if summary_path.exists():
+        summary = read_json(summary_path)
+        metrics.update({k: summary[k] for k in TRAIN_FIELDS if k in summary})
+    metrics.update(variant=variant, seed=seed, setting=setting, dataset=cfg.data.dataset, decoder=cfg.decoder.type)
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def numeric(d: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
