@@ -1,0 +1,131 @@
+"""Training augmentation and evaluation resizing of the ZegCLIP protocol (mmseg 0.24 pipelines).
+
+Train (protocol.md, "Augmentation"): random keep-ratio resize to a ratio in
+[scale_min, scale_max] of the base scale (ZegCLIP: 2048x512; ours: (4*image_size, image_size)),
+random crop of image_size x image_size with cat_max_ratio 0.75 (up to 10 tries, as mmseg),
+horizontal flip (p 0.5), photometric distortion, pad to the crop size (image 0, label 255).
+Eval: keep-ratio resize so that the short side is image_size (long side at most 4x).
+
+Every random draw comes from an explicit `torch.Generator`, so an augmented sample is a pure
+function of the seed the caller derives (dataset.py: from (seed, sample position)); this is what
+makes resume exact. Operations are plain torch on (3, H, W) float images in [0, 1] and (H, W)
+uint8 labels; resizing is bilinear (antialiased when shrinking) for images, nearest for labels.
+
+Photometric distortion follows mmseg's PhotoMetricDistortion (each step with p 0.5: brightness
++-32/255, contrast x[0.5, 1.5] (applied before or after the colour steps, at random),
+saturation x[0.5, 1.5], hue +-18/180 of the circle). Our choices: saturation uses
+torchvision's blend-with-grey (mmseg scales S in HSV; the effect is the same in kind), and hue
+uses torchvision's adjust_hue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+
+from ldvc.config import AugmentConfig
+
+IGNORE_INDEX = 255
+CAT_MAX_RATIO = 0.75
+CROP_TRIES = 10
+BASE_LONG_FACTOR = 4  # base scale (4*image_size, image_size), ZegCLIP's 2048x512 at 512
+
+
+@dataclass
+class Sample:
+    image: torch.Tensor  # (3, H, W) float in [0, 1]
+    label: torch.Tensor  # (H, W) uint8, 255 = ignore
+    pad: torch.Tensor  # (H, W) bool, True where the pixel is padding (not part of the photo)
+
+
+def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+
+def _coin(g: torch.Generator, p: float = 0.5) -> bool:
+    return float(torch.rand((), generator=g)) < p
+
+
+def resize_pair(image: torch.Tensor, label: torch.Tensor | None, size: tuple[int, int]) -> tuple[
+        torch.Tensor, torch.Tensor | None]:
+    """Resize image (bilinear) and label (nearest) to size (h, w)."""
+    h, w = image.shape[-2:]
+    if (h, w) != tuple(size):
+        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False,
+                              antialias=size[0] < h or size[1] < w)[0].clamp_(0, 1)
+        if label is not None:
+            label = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].to(label.dtype)
+    return image, label
+
+
+def keep_ratio_size(h: int, w: int, short: float, long: float) -> tuple[int, int]:
+    """mmseg's keep-ratio rescale: the largest size with short side <= short, long side <= long."""
+    scale = min(long / max(h, w), short / min(h, w))
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+
+
+def eval_size(h: int, w: int, image_size: int) -> tuple[int, int]:
+    return keep_ratio_size(h, w, image_size, BASE_LONG_FACTOR * image_size)
+
+
+def random_crop_box(label: torch.Tensor, crop: int, g: torch.Generator) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a crop whose largest class covers < 75 % of its labelled
+    pixels when such a crop is found in 10 tries (mmseg's cat_max_ratio), else the last try."""
+    h, w = label.shape
+    ch, cw = min(crop, h), min(crop, w)
+    box = (0, 0, ch, cw)
+    for _ in range(CROP_TRIES):
+        top = int(torch.randint(0, h - ch + 1, (), generator=g))
+        left = int(torch.randint(0, w - cw + 1, (), generator=g))
+        box = (top, left, ch, cw)
+        patch = label[top:top + ch, left:left + cw]
+        counts = torch.bincount(patch[patch != IGNORE_INDEX].long().flatten(), minlength=1)
+        counts = counts[counts > 0]
+        if len(counts) > 1 and float(counts.max()) / float(counts.sum()) < CAT_MAX_RATIO:
+            break
+    return box
+
+
+def photometric(image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """mmseg-style PhotoMetricDistortion on a (3, H, W) [0, 1] image."""
+    if _coin(g):
+        image = image + _uniform(g, -32 / 255, 32 / 255)
+    contrast_first = _coin(g)
+    alpha = _uniform(g, 0.5, 1.5) if _coin(g) else None
+    image = image.clamp(0, 1)
+    if contrast_first and alpha is not None:
+        image = (image * alpha).clamp(0, 1)
+    if _coin(g):
+        image = TF.adjust_saturation(image, _uniform(g, 0.5, 1.5))
+    if _coin(g):
+        image = TF.adjust_hue(image, _uniform(g, -18 / 180, 18 / 180))
+    if not contrast_first and alpha is not None:
+        image = (image * alpha).clamp(0, 1)
+    return image.clamp(0, 1)
+
+
+def train_augment(image: torch.Tensor, label: torch.Tensor, image_size: int, cfg: AugmentConfig,
+                  g: torch.Generator) -> Sample:
+    """The full training pipeline; output is always (3, S, S), (S, S), (S, S) with S = image_size."""
+    h, w = image.shape[-2:]
+    ratio = _uniform(g, cfg.scale_min, cfg.scale_max)
+    size = keep_ratio_size(h, w, image_size * ratio, BASE_LONG_FACTOR * image_size * ratio)
+    image, label = resize_pair(image, label, size)
+    top, left, ch, cw = random_crop_box(label, image_size, g)
+    image = image[:, top:top + ch, left:left + cw]
+    label = label[top:top + ch, left:left + cw]
+    if cfg.flip and _coin(g):
+        image, label = image.flip(-1), label.flip(-1)
+    if cfg.photometric:
+        image = photometric(image, g)
+    # Pad bottom/right to the crop size, as mmseg's Pad (image 0, label 255).
+    out_img = image.new_zeros(3, image_size, image_size)
+    out_lab = label.new_full((image_size, image_size), IGNORE_INDEX)
+    pad = torch.ones(image_size, image_size, dtype=torch.bool)
+    out_img[:, :ch, :cw] = image
+    out_lab[:ch, :cw] = label
+    pad[:ch, :cw] = False
+    return Sample(out_img.contiguous(), out_lab.contiguous(), pad)
