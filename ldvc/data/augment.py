@@ -13,9 +13,11 @@ uint8 labels; resizing is bilinear (antialiased when shrinking) for images, near
 
 Photometric distortion follows mmseg's PhotoMetricDistortion (each step with p 0.5: brightness
 +-32/255, contrast x[0.5, 1.5] (applied before or after the colour steps, at random),
-saturation x[0.5, 1.5], hue +-18/180 of the circle). Our choices: saturation uses
-torchvision's blend-with-grey (mmseg scales S in HSV; the effect is the same in kind), and hue
-uses torchvision's adjust_hue.
+saturation x[0.5, 1.5], hue shift). Our choices: the hue shift is MILD, +-18 degrees (half of
+mmseg's hue_delta=18 on OpenCV's 0-180 scale, i.e. +-36 degrees): a class of the synthetic world
+is a named colour, and a larger rotation can turn one into its neighbour (synthetic.py,
+MAX_SAFE_HUE_SHIFT_DEG = 20); saturation uses torchvision's blend-with-grey (mmseg scales S in
+HSV; the effect is the same in kind); hue uses torchvision's adjust_hue.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ldvc.config import AugmentConfig
 IGNORE_INDEX = 255
 CAT_MAX_RATIO = 0.75
 CROP_TRIES = 10
+HUE_DELTA_DEG = 18.0
 BASE_LONG_FACTOR = 4  # base scale (4*image_size, image_size), ZegCLIP's 2048x512 at 512
 
 
@@ -101,7 +104,7 @@ def photometric(image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     if _coin(g):
         image = TF.adjust_saturation(image, _uniform(g, 0.5, 1.5))
     if _coin(g):
-        image = TF.adjust_hue(image, _uniform(g, -18 / 180, 18 / 180))
+        image = TF.adjust_hue(image, _uniform(g, -HUE_DELTA_DEG / 360, HUE_DELTA_DEG / 360))
     if not contrast_first and alpha is not None:
         image = (image * alpha).clamp(0, 1)
     return image.clamp(0, 1)

@@ -65,16 +65,17 @@ def file_digests(path: Path, progress: bool = False) -> dict[str, str]:
     return {"md5": md5.hexdigest(), "sha256": sha.hexdigest()}
 
 
-def verify(path: Path, source: Source, progress: bool = True) -> dict[str, str]:
+def verify(path: Path, source: Source, progress: bool = True, sidecar: bool = True) -> dict[str, str]:
     """Digests of `path`, raising `ChecksumError` if one differs from the source's expectation.
 
-    Uses (and refreshes) the `.verified.json` sidecar when the file's size and mtime match."""
-    digests = _sidecar_digests(path) or file_digests(path, progress)
+    With `sidecar`, uses (and refreshes) `<file>.verified.json` when size and mtime match."""
+    digests = (_sidecar_digests(path) if sidecar else None) or file_digests(path, progress)
     for algo in ("md5", "sha256"):
         expected = getattr(source, algo)
         if expected and digests[algo] != expected.lower():
             raise ChecksumError(path, algo, expected.lower(), digests[algo])
-    _write_sidecar(path, digests)
+    if sidecar:
+        _write_sidecar(path, digests)
     return digests
 
 
@@ -105,7 +106,8 @@ def fetch(
                 f"{local}: archive for source {source.name!r} not found; fix data.sources.{source.name}.url "
                 f"or remove the override to download {source.filename} from the official host"
             )
-        verify(local, source, progress)
+        # A user's own archive is hashed in place; we write nothing next to it.
+        verify(local, source, progress, sidecar=False)
         return local
 
     cache_dir = Path(cache_dir)
@@ -120,16 +122,14 @@ def fetch(
             os.replace(dest, _corrupt_path(dest))
     part = dest.with_name(dest.name + ".part")
     _download(source, part, retries=retries, backoff=backoff, timeout=timeout, progress=progress)
-    try:
-        digests = file_digests(part, progress)
-        for algo in ("md5", "sha256"):
-            expected = getattr(source, algo)
-            if expected and digests[algo] != expected.lower():
-                bad = _corrupt_path(dest)
-                os.replace(part, bad)
-                raise ChecksumError(dest, algo, expected.lower(), digests[algo], moved_to=bad)
-    except ChecksumError:
-        raise
+    digests = file_digests(part, progress)
+    for algo in ("md5", "sha256"):
+        expected = getattr(source, algo)
+        if expected and digests[algo] != expected.lower():
+            # Never rename a mismatching file into place: nothing downstream may extract it.
+            bad = _corrupt_path(dest)
+            os.replace(part, bad)
+            raise ChecksumError(dest, algo, expected.lower(), digests[algo], moved_to=bad)
     os.replace(part, dest)
     _write_sidecar(dest, digests)
     return dest

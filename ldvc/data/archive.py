@@ -1,0 +1,168 @@
+"""Safe, atomic, once-only extraction of the downloaded tar/zip archives.
+
+Downloaded archives are untrusted input (a mirror or a user-supplied file). Before a member is
+written we reject, with an error naming the member:
+- absolute names (`/etc/x`, `C:\\x`) and names with a `..` component;
+- symbolic links whose target is absolute, contains `..` that leaves the archive, or (after
+  joining with the link's directory) lands outside the target; hard links likewise;
+- device files and FIFOs.
+As a second line of defence tar members also go through Python's `filter="data"` (PEP 706), which
+re-checks the real paths at write time (catching link chains that only escape once resolved).
+Zip symlinks are rejected if they escape and otherwise written as plain files holding the target
+(zipfile's own behaviour; none of the dataset archives contain links).
+
+Everything is extracted into a temporary sibling directory that is renamed to the destination
+when complete, so a rejected or interrupted extraction leaves nothing behind; a marker file
+records the archive's fingerprint so a re-run skips an extraction that already happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+MARKER = ".ldvc-extracted.json"
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive member would be written outside the extraction directory."""
+
+
+def check_member_name(name: str, archive: Path | str = "") -> str:
+    """The member's normalised relative POSIX path; raises for absolute names or `..`."""
+    unified = name.replace("\\", "/")
+    if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; refusing to extract")
+    if ".." in unified.split("/"):
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has a '..' component; refusing to extract")
+    return posixpath.normpath(unified)
+
+
+def check_link_target(member: str, target: str, archive: Path | str = "", hard: bool = False) -> None:
+    """Raise unless the link `member -> target` stays inside the extraction directory.
+
+    Symbolic targets are relative to the link's directory, hard-link targets to the archive root."""
+    kind = "hard link" if hard else "symlink"
+    unified = target.replace("\\", "/")
+    if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
+        raise UnsafeArchiveError(
+            f"{archive}: {kind} member {member!r} points to absolute path {target!r}; refusing to extract"
+        )
+    base = "" if hard else posixpath.dirname(member.replace("\\", "/"))
+    resolved = posixpath.normpath(posixpath.join(base, unified))
+    if resolved == ".." or resolved.startswith("../"):
+        raise UnsafeArchiveError(
+            f"{archive}: {kind} member {member!r} -> {target!r} points outside the target directory; "
+            f"refusing to extract"
+        )
+
+
+def archive_kind(path: Path) -> str:
+    if zipfile.is_zipfile(path):
+        return "zip"
+    if tarfile.is_tarfile(path):
+        return "tar"
+    raise ValueError(f"{path}: neither a tar nor a zip archive (a truncated download or an HTML error page?)")
+
+
+def extract_archive(
+    archive: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    fingerprint: str | None = None,
+    include: Sequence[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Extract `archive` into `dest` (created atomically); returns `dest`.
+
+    `include`: member-name prefixes to extract (e.g. only VOC's segmentation folders); None = all.
+    `fingerprint` (e.g. the archive's sha256) identifies the archive in the marker file: when the
+    marker matches, the extraction is skipped."""
+    archive, dest = Path(archive), Path(dest)
+    stamp = {"archive": archive.name, "fingerprint": fingerprint or _weak_fingerprint(archive),
+             "include": list(include) if include else None}
+    marker = dest / MARKER
+    if marker.exists():
+        try:
+            if json.loads(marker.read_text()) == stamp:
+                return dest
+        except ValueError:
+            pass
+    kind = archive_kind(archive)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        if kind == "zip":
+            _extract_zip(archive, tmp, include, progress)
+        else:
+            _extract_tar(archive, tmp, include, progress)
+        (tmp / MARKER).write_text(json.dumps(stamp))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dest.exists():
+        shutil.rmtree(dest)  # a stale extraction of another archive version
+    os.replace(tmp, dest)
+    return dest
+
+
+def _wanted(name: str, include: Sequence[str] | None) -> bool:
+    return include is None or any(name == p.rstrip("/") or name.startswith(p.rstrip("/") + "/") for p in include)
+
+
+def _extract_tar(archive: Path, out: Path, include: Sequence[str] | None, progress: bool) -> None:
+    with tarfile.open(archive, "r:*") as tf, tqdm(desc=f"extract {archive.name}", unit=" files",
+                                                   disable=not progress) as bar:
+        # Iterating reads headers lazily: each member is checked before it is written.
+        for m in tf:
+            name = check_member_name(m.name, archive)
+            if m.issym():
+                check_link_target(m.name, m.linkname, archive)
+            elif m.islnk():
+                check_member_name(m.linkname, archive)
+                check_link_target(m.name, m.linkname, archive, hard=True)
+            elif m.isdev():
+                raise UnsafeArchiveError(f"{archive}: member {m.name!r} is a device file or FIFO; refusing to extract")
+            if not _wanted(name, include):
+                continue
+            try:
+                tf.extract(m, out, set_attrs=False, filter="data")
+            except tarfile.FilterError as err:
+                raise UnsafeArchiveError(f"{archive}: member {m.name!r} rejected: {err}") from err
+            bar.update(1)
+
+
+def _extract_zip(archive: Path, out: Path, include: Sequence[str] | None, progress: bool) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        chosen = []
+        for info in infos:  # check every member before writing any
+            name = check_member_name(info.filename, archive)
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                check_link_target(info.filename, zf.read(info).decode("utf-8", "replace"), archive)
+            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+                raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a device file or FIFO")
+            if _wanted(name, include):
+                chosen.append(info)
+        root = out.resolve()
+        for info in tqdm(chosen, desc=f"extract {archive.name}", unit=" files", disable=not progress):
+            target = (out / check_member_name(info.filename, archive)).resolve()
+            if root not in target.parents and target != root:
+                raise UnsafeArchiveError(f"{archive}: member {info.filename!r} resolves outside {out}")
+            zf.extract(info, out)
+
+
+def _weak_fingerprint(path: Path) -> str:
+    st = path.stat()
+    return f"size={st.st_size},mtime_ns={st.st_mtime_ns}"
