@@ -12,7 +12,7 @@ def main() -> None:
     cfg = load_stage_config()
     with stage_run("report", cfg, record_to=REPORTS / "report_run.json") as run:
         records = records_from_runs(RUNS)
-        result = build_reports(records, REPORTS, main_variant="ldvc", ablation_variants=list(cfg.ablation))
+        result = build_reports(records, REPORTS, main_variant="ldvc", ablation_overrides=cfg.ablation)
         for setting in ("inductive", "transductive"):
             summary = result["main"].get(setting, {})
             write_json_atomic(METRICS / f"{setting}.json", summary)

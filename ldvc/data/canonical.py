@@ -166,7 +166,10 @@ def staging(out_root: str | os.PathLike) -> Iterator[Path]:
         os.replace(out_root, old)
     os.replace(tmp, out_root)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
 
 
 def write_meta(

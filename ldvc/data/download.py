@@ -20,7 +20,6 @@ import hashlib
 import http.client
 import json
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -99,6 +98,20 @@ def fetch(
     progress: bool = True,
 ) -> Path:
     """Return a verified local copy of `source` (downloading into `cache_dir` if needed)."""
+    return fetch_with_digests(source, cache_dir, retries=retries, backoff=backoff, timeout=timeout,
+                              progress=progress)[0]
+
+
+def fetch_with_digests(
+    source: Source,
+    cache_dir: str | os.PathLike,
+    *,
+    retries: int = 5,
+    backoff: float = 2.0,
+    timeout: float = 60.0,
+    progress: bool = True,
+) -> tuple[Path, dict[str, str]]:
+    """`fetch`, also returning the file's {"md5", "sha256"} for the provenance record."""
     local = local_path(source.url)
     if local is not None:
         if not local.is_file():
@@ -107,16 +120,14 @@ def fetch(
                 f"or remove the override to download {source.filename} from the official host"
             )
         # A user's own archive is hashed in place; we write nothing next to it.
-        verify(local, source, progress, sidecar=False)
-        return local
+        return local, verify(local, source, progress, sidecar=False)
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     dest = cache_dir / source.filename
     if dest.exists():
         try:
-            verify(dest, source, progress)
-            return dest  # verified cache hit: never download twice
+            return dest, verify(dest, source, progress)  # verified cache hit: never download twice
         except ChecksumError:
             # A stale/corrupt cached copy: keep it aside for inspection and download afresh.
             os.replace(dest, _corrupt_path(dest))
@@ -132,7 +143,7 @@ def fetch(
             raise ChecksumError(dest, algo, expected.lower(), digests[algo], moved_to=bad)
     os.replace(part, dest)
     _write_sidecar(dest, digests)
-    return dest
+    return dest, digests
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,7 +170,7 @@ def _download(source: Source, part: Path, *, retries: int, backoff: float, timeo
                 f"{source.url}: HTTP {err.code} {err.reason} for source {source.name!r}; set "
                 f"data.sources.{source.name}.url to a working mirror or a local copy of {source.filename}"
             ) from err
-        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError) as err:
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as err:
             last_error = err
     raise DownloadError(
         f"{source.url}: download of {source.filename} failed after {retries + 1} attempts "
@@ -178,6 +189,9 @@ def _download_once(url: str, part: Path, *, timeout: float, progress: bool, desc
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         if offset and resp.status != 206:
             offset = 0  # the server ignored Range: start over
+        elif offset and not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+            part.unlink()  # a 206 for another range than asked: the .part cannot be trusted
+            return False
         length = resp.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         with open(part, "ab" if offset else "wb") as f, tqdm(

@@ -1,0 +1,98 @@
+"""Paper tables and figures, rebuilt from the pipeline's evaluation records.
+
+Library entry point of the `report` stage: `build_reports(records, out_dir)` writes
+out_dir/tables/{main,ablation}.{md,csv,tex} and out_dir/figures/*.png and returns their paths plus
+the aggregated main-run metrics (for metrics/inductive.json and metrics/transductive.json).
+Records come from the runs/ directory (`load_runs_dir`) or from every run of an MLflow store
+(`load_mlflow`), so `dvc exp run` / `dvc queue` experiments appear as extra rows.
+Command line: `python -m ldvc.reports [--from-mlflow] ...` (see __main__.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ldvc.reports.records import (
+    ClassIoU,
+    EvalRecord,
+    ReportError,
+    ReportInputs,
+    TrainCurve,
+    curves_beside,
+    load_mlflow,
+    load_runs_dir,
+    records_from_runs,
+)
+from ldvc.reports.tables import ablation_table, main_table, summarize, summarize_ablation, write_table
+
+__all__ = [
+    "ClassIoU",
+    "EvalRecord",
+    "ReportError",
+    "ReportInputs",
+    "TrainCurve",
+    "build_reports",
+    "load_mlflow",
+    "load_runs_dir",
+    "records_from_runs",
+]
+
+
+def build_reports(
+    records: Sequence[EvalRecord],
+    out_dir: str | Path = "reports",
+    *,
+    curves: Sequence[TrainCurve] | None = None,
+    figures: bool = True,
+    ablation_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    main_variant: str = "ldvc",
+    summary_exp: str | None = None,
+    summary_dataset: str | None = None,
+    notes: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Write the tables (and figures) for `records`; return what was written and the summaries.
+
+    Returns {"tables": {"main_md": Path, "main_csv": ..., "ablation_tex": ...},
+             "figures": {"per_class_iou_<dataset>_<setting>": Path, ...},
+             "main": {"inductive": {"pAcc", "mIoU_seen", "mIoU_unseen", "hIoU"[, "<key>_std"]},
+                      "transductive": {...}},          # -> metrics/<setting>.json
+             "ablation": {variant: {"mIoU_seen", ..., "train_images_per_s"[, "<key>_std"]}},
+             "notes": [what was skipped and why]}.
+    Summaries are means over seeds of experiment `summary_exp` (None = the workspace's own runs);
+    "main" is variant `main_variant`; `summary_dataset` picks a dataset when records cover several.
+    `curves`: training logs; None = the train_log.csv beside each on-disk record.
+    `ablation_overrides`: params.yaml's `ablation` section (variant -> partial parameter tree or
+    {"section.key": value}); it orders the ablation rows and fills their "Changes" column, and the
+    workspace's records of variants it no longer names (stale runs/ folders) are left out, with a note.
+    """
+    if not records:
+        raise ReportError(
+            "no evaluation records to report: run the pipeline first (dvc repro) so that "
+            "runs/<variant>/seed<seed>/<setting>/metrics.json exist, or build from MLflow (--from-mlflow)"
+        )
+    all_notes = list(notes)
+    if ablation_overrides is not None:
+        # runs/ keeps the folders of variants since removed from params.yaml: leave those out.
+        current = {main_variant, *ablation_overrides}
+        stale = sorted({r.variant for r in records if r.exp_name is None and r.variant not in current})
+        if stale:
+            all_notes.append(f"left out variants no longer in params.yaml's ablation section: {stale}")
+            records = [r for r in records if r.exp_name is not None or r.variant in current]
+    # Validate before writing anything: a summary that cannot be computed fails here.
+    main = summarize(records, variant=main_variant, exp_name=summary_exp, dataset=summary_dataset)
+    ablation = summarize_ablation(records, exp_name=summary_exp, dataset=summary_dataset)
+    out_dir = Path(out_dir)
+    tables: dict[str, Path] = {}
+    tables.update(write_table(main_table(records), out_dir / "tables"))
+    tables.update(write_table(ablation_table(records, ablation_overrides), out_dir / "tables"))
+    figure_paths: dict[str, Path] = {}
+    if figures:
+        from ldvc.reports.figures import build_figures  # matplotlib only when figures are wanted
+
+        if curves is None:
+            curves = curves_beside(records)
+        figure_paths, figure_notes = build_figures(records, curves, out_dir / "figures", summary_exp)
+        all_notes += figure_notes
+    return {"tables": tables, "figures": figure_paths, "main": main, "ablation": ablation, "notes": all_notes}

@@ -13,8 +13,12 @@ Choices that are ours:
   after a code change -- keep the most recent one; FAILED / KILLED runs are ignored.
 - A run without dvc.exp_name inherits it from its parent pipeline run; runs with neither are the
   workspace's own runs (exp_name None) and make the main rows.
-- Training curves from MLflow are the metric histories of loss / lr / images_per_s (also accepted
-  with a "train/" prefix) of the train_* and ablation runs.
+- Training curves from MLflow are the metric histories of train/loss, train/lr and
+  train/images_per_s (bare names accepted too) of the train_* and ablation runs.
+- Per-class IoU: a "per_class" list in metrics.json, else the per_class_iou.csv beside it (or the
+  run's artifact), in either the contract's columns (class, iou, seen) or evaluation's (class,
+  split, iou; an empty iou = class absent). A missing train_images_per_s falls back to the
+  training summary's images_per_s.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 EVAL_STAGES: tuple[str, ...] = ("evaluate_inductive", "evaluate_transductive", "ablation")
 TRAIN_STAGES: tuple[str, ...] = ("train_inductive", "train_transductive", "ablation")
@@ -74,6 +80,7 @@ class EvalRecord:
     origin: str = ""  # file path or "mlflow:<run_id>", for error messages
     overlay_dir: Path | None = None
     start_time: float = 0.0  # ms since epoch (MLflow) or file mtime; the newest of duplicates wins
+    params: dict[str, str] = field(default_factory=dict)  # flattened run params (MLflow only)
 
     @property
     def group(self) -> tuple[str | None, str]:
@@ -122,17 +129,26 @@ def _float(value: Any, where: str, key: str) -> float:
 
 
 def _per_class_from_rows(rows: Iterable[dict[str, Any]], where: str) -> list[ClassIoU]:
+    """Entries {class, iou, seen: bool} or, as evaluation's CSV writes them, {class, iou, split:
+    seen|unseen}; an empty iou cell is nan (class absent from prediction and ground truth)."""
     out = []
     for i, row in enumerate(rows):
-        missing = [k for k in ("class", "iou", "seen") if k not in row]
-        if missing:
-            raise ReportError(f"{where}: per-class entry {i} lacks {missing} (need class, iou, seen)")
-        seen = row["seen"]
-        if isinstance(seen, str):  # CSV cells
-            if seen.strip().lower() not in ("true", "false", "1", "0"):
-                raise ReportError(f"{where}: per-class entry {i}: 'seen' must be true/false, got {seen!r}")
-            seen = seen.strip().lower() in ("true", "1")
-        out.append(ClassIoU(str(row["class"]), _float(row["iou"], where, f"per_class[{i}].iou"), bool(seen)))
+        missing = [k for k in ("class", "iou") if k not in row]
+        if missing or ("seen" not in row and "split" not in row):
+            raise ReportError(f"{where}: per-class entry {i} lacks {missing or ['seen']} "
+                              "(need class, iou and seen (true/false) or split (seen/unseen))")
+        if "seen" in row:
+            seen = row["seen"]
+            if isinstance(seen, str):  # CSV cells
+                if seen.strip().lower() not in ("true", "false", "1", "0"):
+                    raise ReportError(f"{where}: per-class entry {i}: 'seen' must be true/false, got {seen!r}")
+                seen = seen.strip().lower() in ("true", "1")
+        else:
+            if row["split"] not in ("seen", "unseen"):
+                raise ReportError(f"{where}: per-class entry {i}: 'split' must be seen/unseen, got {row['split']!r}")
+            seen = row["split"] == "seen"
+        iou = math.nan if row["iou"] in ("", None) else _float(row["iou"], where, f"per_class[{i}].iou")
+        out.append(ClassIoU(str(row["class"]), iou, bool(seen)))
     return out
 
 
@@ -140,6 +156,14 @@ def read_per_class_csv(path: Path) -> list[ClassIoU]:
     """per_class_iou.csv (columns class, iou, seen) -> ClassIoU list."""
     with open(path, newline="") as f:
         return _per_class_from_rows(csv.DictReader(f), str(path))
+
+
+def _record_metrics(data: dict[str, Any], where: str) -> dict[str, float]:
+    metrics = {k: _float(data[k], where, k) for k in RECORD_METRICS if k in data}
+    # The training summary calls the throughput images_per_s; the contract name is train_images_per_s.
+    if "train_images_per_s" not in metrics and "images_per_s" in data:
+        metrics["train_images_per_s"] = _float(data["images_per_s"], where, "images_per_s")
+    return metrics
 
 
 def read_metrics_json(path: Path) -> EvalRecord:
@@ -160,10 +184,16 @@ def read_metrics_json(path: Path) -> EvalRecord:
     if missing:
         raise ReportError(f"{path}: missing {missing}; metrics.json must name {list(_REQUIRED_KEYS)}")
     where = str(path)
-    metrics = {k: _float(data[k], where, k) for k in RECORD_METRICS if k in data}
+    metrics = _record_metrics(data, where)
     if not any(k in metrics for k in SUMMARY_METRICS):
         raise ReportError(f"{path}: none of the metrics {list(SUMMARY_METRICS)} is present")
     overlays = Path(path).parent / "overlays"
+    if data.get("per_class"):
+        per_class = _per_class_from_rows(data["per_class"], where)
+    elif (Path(path).parent / "per_class_iou.csv").is_file():  # evaluation writes it beside metrics.json
+        per_class = read_per_class_csv(Path(path).parent / "per_class_iou.csv")
+    else:
+        per_class = []
     return EvalRecord(
         variant=str(data["variant"]),
         seed=int(data["seed"]),
@@ -171,7 +201,7 @@ def read_metrics_json(path: Path) -> EvalRecord:
         dataset=str(data["dataset"]),
         metrics=metrics,
         decoder=str(data.get("decoder", "")),
-        per_class=_per_class_from_rows(data.get("per_class") or [], where),
+        per_class=per_class,
         origin=where,
         overlay_dir=overlays if overlays.is_dir() else None,
         start_time=Path(path).stat().st_mtime * 1000.0,
@@ -199,6 +229,22 @@ def _run_dirs(runs_dir: Path, filename: str) -> Iterator[tuple[Path, str, int, s
         m = _SEED_DIR.match(path.parts[-3])
         if m:
             yield path, path.parts[-4], int(m.group(1)), path.parts[-2]
+
+
+def curves_beside(records: Iterable[EvalRecord]) -> list[TrainCurve]:
+    """The train_log.csv next to each on-disk record's metrics.json (runs/ layout)."""
+    curves = []
+    for r in records:
+        log = Path(r.origin).parent / "train_log.csv" if r.origin and not r.origin.startswith("mlflow:") else None
+        if log is not None and log.is_file():
+            curves.append(TrainCurve(r.variant, r.seed, r.setting, read_train_log(log), r.exp_name, str(log),
+                                     log.stat().st_mtime * 1000.0))
+    return curves
+
+
+def records_from_runs(runs_dir: str | Path = "runs") -> list[EvalRecord]:
+    """The evaluation records of runs/ (build_reports finds their train_log.csv itself)."""
+    return load_runs_dir(runs_dir).records
 
 
 def load_runs_dir(runs_dir: str | Path = "runs") -> ReportInputs:
@@ -248,7 +294,8 @@ def _try_download(client: Any, run_id: str, artifact: str, dst: Path) -> Path | 
 def _curve_from_history(client: Any, run: Any) -> list[dict[str, float]]:
     by_step: dict[int, dict[str, float]] = {}
     for col in CURVE_COLUMNS:
-        key = next((k for k in (col, f"train/{col}") if k in run.data.metrics), None)
+        # The train/ history first: a run may also log a one-off summary under the bare name.
+        key = next((k for k in (f"train/{col}", col) if k in run.data.metrics), None)
         if key is None:
             continue
         for m in client.get_metric_history(run.info.run_id, key):
@@ -265,6 +312,7 @@ def load_mlflow(
     *,
     runs_dir: str | Path | None = None,
     download_artifacts: bool = True,
+    progress: bool = True,
 ) -> ReportInputs:
     """Every evaluation (and training-curve) run of `experiment` in the MLflow store.
 
@@ -273,6 +321,12 @@ def load_mlflow(
     """
     from mlflow.tracking import MlflowClient
 
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        if not db.is_file():  # MLflow would silently create an empty store here
+            raise ReportError(
+                f"no MLflow store at {db}: run the pipeline first (dvc repro) or pass --tracking-uri"
+            )
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -288,7 +342,7 @@ def load_mlflow(
     tmp = tempfile.TemporaryDirectory(prefix="ldvc-reports-")
     records: list[EvalRecord] = []
     curves: list[TrainCurve] = []
-    for run in all_runs:
+    for run in tqdm(all_runs, desc="MLflow runs", unit="run", disable=not progress or len(all_runs) < 20):
         tags = run.data.tags
         if tags.get("ldvc.role") != "stage":
             continue
@@ -314,7 +368,7 @@ def load_mlflow(
                                          float(run.info.start_time or 0)))
         if stage not in EVAL_STAGES:
             continue
-        metrics = {k: float(v) for k, v in run.data.metrics.items() if k in RECORD_METRICS}
+        metrics = _record_metrics(run.data.metrics, f"MLflow run {run_id}")
         if not any(k in metrics for k in SUMMARY_METRICS):
             notes.append(f"MLflow run {run_id} (stage {stage}, {variant}) skipped: no evaluation metrics")
             continue
@@ -333,7 +387,7 @@ def load_mlflow(
             variant=variant, seed=seed, setting=setting, dataset=tags.get("ldvc.dataset", "unknown"),
             metrics=metrics, decoder=tags.get("ldvc.decoder", ""), per_class=per_class,
             exp_name=exp_name, origin=f"mlflow:{run_id}", overlay_dir=overlay_dir,
-            start_time=float(run.info.start_time or 0),
+            start_time=float(run.info.start_time or 0), params=dict(run.data.params),
         ))
     return ReportInputs(_latest(records, notes), _latest_curves(curves), notes, tmp)
 

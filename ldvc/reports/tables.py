@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ldvc.reports.records import EvalRecord
+from ldvc.reports.records import EvalRecord, ReportError
 from ldvc.reports.reference import (
     DATASET_TITLES,
     METRIC_COLUMNS,
@@ -182,7 +182,7 @@ def to_latex(table: Table) -> str:
     if table.tex_groups:
         cells, rules, col = [], [], 1
         for title, span in table.tex_groups:
-            cells.append(rf"\multicolumn{{{span}}}{{c}}{{{tex_escape(title)}}}" if title else " ")
+            cells.append(rf"\multicolumn{{{span}}}{{c}}{{{tex_escape(title)}}}")
             if title:
                 rules.append(rf"\cmidrule(lr){{{col}-{col + span - 1}}}")
             col += span
@@ -197,7 +197,8 @@ def to_latex(table: Table) -> str:
         lines.append(" & ".join(_tex_cell(c) for c in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}}"]
     if table.notes:
-        lines.append(r"\par\smallskip\footnotesize " + " ".join(tex_escape(n) for n in table.notes))
+        lines.append(r"\par\smallskip\footnotesize " + " ".join(tex_escape(n).replace("±", r"$\pm$")
+                                                                for n in table.notes))
     lines.append(r"\end{table*}")
     return "\n".join(lines) + "\n"
 
@@ -253,13 +254,13 @@ def main_table(records: Sequence[EvalRecord]) -> Table:
     groups = [g for g in _groups(ours)]
     groups.sort(key=lambda g: (g[0] is not None, g[0] or "", list(MAIN_VARIANTS).index(g[1])))
     rows: list[list[str]] = []
-    notes_from_refs: list[str] = []
+    ref_notes: dict[str, list[str]] = {}  # note -> methods, so shared notes are printed once
     for setting in SETTINGS:
         for ref in reference_rows(setting):
             cells = [format_ref(ref.values.get(d, {}).get(m)) for d in datasets for m, _ in METRIC_COLUMNS]
             rows.append([setting, ref.method, ""] + cells)
-            if ref.note and f"{ref.method}: {ref.note}" not in notes_from_refs:
-                notes_from_refs.append(f"{ref.method}: {ref.note}")
+            if ref.note:
+                ref_notes.setdefault(ref.note, []).append(ref.method)
         for exp_name, variant in groups:
             mine = [r for r in ours if r.group == (exp_name, variant) and r.setting == setting]
             if not mine:
@@ -275,7 +276,7 @@ def main_table(records: Sequence[EvalRecord]) -> Table:
                  "when more than one seed ran; one decimal; '-' = not reported / not run.")
     if any(r.dataset not in REFERENCE_DATASETS for r in ours):
         notes.append(SYNTHETIC_NOTE)
-    notes += notes_from_refs + list(REFERENCE_NOTES)
+    notes += [f"{', '.join(methods)}: {note}." for note, methods in ref_notes.items()] + list(REFERENCE_NOTES)
     return Table(
         name="main",
         caption="Zero-shot semantic segmentation: pAcc, mIoU of seen (S) and unseen (U) classes and their "
@@ -309,12 +310,51 @@ ABLATION_COLUMNS: tuple[tuple[str, str, float, int, bool], ...] = (
 
 
 def describe_overrides(overrides: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in overrides.items())
+    """{"decoder": {"route_topk": 1}} or {"decoder.route_topk": 1} -> 'decoder.route_topk=1'."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, Mapping) and v:
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(overrides, "")
+    # YAML spelling (false, not False), as a user would write the override in params.yaml.
+    return ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in flat.items())
 
 
 def variant_label(variant: str, exp_name: str | None) -> str:
-    label = f"{variant} (default)" if variant == DEFAULT_VARIANT else variant
-    return label if exp_name is None else f"{label} (exp: {exp_name})"
+    if exp_name is not None:
+        return f"{variant} (exp: {exp_name})"
+    return f"{variant} (default)" if variant == DEFAULT_VARIANT else variant
+
+
+# Params that differ between runs without changing the method.
+_NOT_A_CHANGE = ("seeds", "project.seed", "eval.checkpoint", "ablation.")
+
+
+def params_diff(params: Mapping[str, str], base: Mapping[str, str]) -> str:
+    """'key=value, ...' for the run params that differ from the baseline run's (MLflow records)."""
+    keys = sorted(k for k in set(params) | set(base)
+                  if params.get(k) != base.get(k) and not k.startswith(_NOT_A_CHANGE))
+    return ", ".join(f"{k}={params.get(k, '(unset)')}" for k in keys) or "none"
+
+
+def _changes(variant: str, exp_name: str | None, mine: Sequence[EvalRecord], records: Sequence[EvalRecord],
+             overrides: Mapping[str, Mapping[str, Any]]) -> str:
+    if exp_name is None:
+        if variant == DEFAULT_VARIANT:
+            return "none (params.yaml)"
+        return describe_overrides(overrides[variant]) if variant in overrides else ""
+    # An experiment: compare its logged params with the workspace run of the same variant (else LDVC's).
+    with_params = next((r for r in mine if r.params), None)
+    for base_variant in (variant, DEFAULT_VARIANT):
+        base = next((r for r in records if r.exp_name is None and r.variant == base_variant and r.params), None)
+        if with_params is not None and base is not None:
+            return params_diff(with_params.params, base.params)
+    return f"dvc experiment {exp_name}"
 
 
 def ablation_table(records: Sequence[EvalRecord],
@@ -329,10 +369,7 @@ def ablation_table(records: Sequence[EvalRecord],
     rows = []
     for exp_name, variant in groups:
         mine = [r for r in inductive if r.group == (exp_name, variant)]
-        if variant == DEFAULT_VARIANT:
-            changes = "none (params.yaml)"
-        else:
-            changes = describe_overrides(overrides[variant]) if variant in overrides else ""
+        changes = _changes(variant, exp_name, mine, inductive, overrides)
         for dataset in sorted({r.dataset for r in mine}):
             recs = [r for r in mine if r.dataset == dataset]
             cells = [
@@ -368,25 +405,44 @@ def ablation_table(records: Sequence[EvalRecord],
 SUMMARY_KEYS: tuple[str, ...] = ("pAcc", "mIoU_seen", "mIoU_unseen", "hIoU")
 
 
+ABLATION_SUMMARY_KEYS: tuple[str, ...] = ("mIoU_seen", "mIoU_unseen", "hIoU", "frag_components_pred",
+                                          "frag_small_share_pred", "learnable_params", "train_images_per_s")
+
+
+def _mean_std(records: Sequence[EvalRecord], keys: Sequence[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key in keys:
+        stat = aggregate(r.metrics.get(key, math.nan) for r in records)
+        if stat is None:
+            continue
+        out[key] = round(stat.mean, 4)
+        if stat.std is not None:
+            out[f"{key}_std"] = round(stat.std, 4)
+    return out
+
+
+def _one_dataset(records: Sequence[EvalRecord], dataset: str | None, what: str) -> list[EvalRecord]:
+    datasets = sorted({r.dataset for r in records})
+    if dataset is None and len(datasets) > 1:
+        raise ReportError(f"{what} cover several datasets {datasets}; pass the one to summarize "
+                          "(build_reports(summary_dataset=...))")
+    return [r for r in records if dataset is None or r.dataset == dataset]
+
+
 def summarize(records: Sequence[EvalRecord], *, variant: str = DEFAULT_VARIANT, exp_name: str | None = None,
               dataset: str | None = None) -> dict[str, dict[str, float]]:
     """{setting: {pAcc, mIoU_seen, mIoU_unseen, hIoU[, *_std]}}: mean over seeds (percent)."""
-    mine = [r for r in records if r.variant == variant and r.exp_name == exp_name]
-    datasets = sorted({r.dataset for r in mine})
-    if dataset is None and len(datasets) > 1:
-        raise ValueError(f"records of {variant!r} cover several datasets {datasets}; pass dataset=")
-    out: dict[str, dict[str, float]] = {}
-    for setting in SETTINGS:
-        recs = [r for r in mine if r.setting == setting and (dataset is None or r.dataset == dataset)]
-        if not recs:
-            continue
-        summary: dict[str, float] = {}
-        for key in SUMMARY_KEYS:
-            stat = aggregate(r.metrics.get(key, math.nan) for r in recs)
-            if stat is None:
-                continue
-            summary[key] = round(stat.mean, 4)
-            if stat.std is not None:
-                summary[f"{key}_std"] = round(stat.std, 4)
-        out[setting] = summary
-    return out
+    mine = _one_dataset([r for r in records if r.variant == variant and r.exp_name == exp_name], dataset,
+                        f"records of {variant!r}")
+    return {setting: _mean_std(recs, SUMMARY_KEYS) for setting in SETTINGS
+            if (recs := [r for r in mine if r.setting == setting])}
+
+
+def summarize_ablation(records: Sequence[EvalRecord], *, exp_name: str | None = None,
+                       dataset: str | None = None) -> dict[str, dict[str, float]]:
+    """{variant: {mIoU_seen, mIoU_unseen, hIoU, fragmentation, params, images/s[, *_std]}} (inductive),
+    for metrics/ablation.json."""
+    mine = _one_dataset([r for r in records if r.setting == "inductive" and r.exp_name == exp_name], dataset,
+                        "ablation records")
+    return {variant: _mean_std([r for r in mine if r.variant == variant], ABLATION_SUMMARY_KEYS)
+            for variant in sorted({r.variant for r in mine})}

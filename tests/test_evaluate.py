@@ -1,0 +1,182 @@
+"""Training (inductive -> transductive) and evaluation end to end in-process on a tiny setup, plus
+the pieces a user relies on: label mapping, pseudo-labels, calibration, sliding windows, outputs.
+
+`tiny_setup` is shared with the other engine tests (test_resume, test_ddp, test_bad_input,
+test_predict) through a plain import: tiny CLIP with random weights, 64 px synthetic data.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from ldvc.config import Config, config_from_dict, deep_merge, load_config
+from ldvc.data.canonical import label_path, list_ids, read_label
+from ldvc.data.split import make_split, save_split
+from ldvc.data.synthetic import generate_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY = {
+    "data": {"synthetic": {"train_images": 8, "val_images": 5}},
+    "prompt": {"visual_tokens": 2, "text_tokens": 2},
+    "decoder": {"layers": 1, "width": 64, "heads": 2, "ffn": 128},
+    "train": {"iters": 4, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, "warmup_iters": 1,
+              "num_workers": 0, "deterministic": True, "resume": "auto"},
+    "transductive": {"init_iter": 2, "iters": 2},
+    "eval": {"mode": "whole", "batch_size": 2, "num_visualize": 2, "window": 64, "stride": 40},
+}
+
+
+def tiny_config(overrides: dict | None = None) -> Config:
+    base = load_config(REPO / "params.yaml").to_dict()
+    return config_from_dict(deep_merge(deep_merge(base, TINY), overrides or {}))
+
+
+def tiny_setup(tmp: Path, overrides: dict | None = None) -> tuple[Config, dict, Path, Path, Path]:
+    """(cfg, split, data_root, params_path, split_path) under tmp; params/split also written to
+    files for the command-line (subprocess) tests."""
+    cfg = tiny_config(overrides)
+    root = tmp / "data"
+    if not (root / "meta.json").exists():
+        generate_synthetic(cfg.data, root)
+    classes = json.loads((root / "meta.json").read_text())["classes"]
+    split = make_split(classes, "default", "synthetic")
+    params, split_path = tmp / "params.yaml", tmp / "split.json"
+    params.write_text(yaml.safe_dump(cfg.to_dict()))
+    save_split(split, split_path)
+    return cfg, split, root, params, split_path
+
+
+def valid_gt_pixels(root: Path) -> int:
+    return sum(int((read_label(label_path(root, "val", i)) != 255).sum()) for i in list_ids(root, "val"))
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ------------------------------------------------------------------------------------------- units
+
+
+def test_label_mapping_per_setting():
+    from ldvc.train.loop import label_lut
+
+    split = {"classes": ["a", "b", "c", "d"], "seen": [0, 2, 3], "unseen": [1]}
+    raw = torch.tensor([0, 1, 2, 3, 255])
+    assert label_lut(split, "inductive")[raw].tolist() == [0, 255, 1, 2, 255]  # seen index space
+    assert label_lut(split, "transductive")[raw].tolist() == [0, 255, 2, 3, 255]  # all-class space
+
+
+def test_pseudo_labels_fill_ignored_pixels_with_best_unseen_class():
+    from ldvc.train.loop import pseudo_label
+
+    logits = torch.full((1, 4, 1, 4), -5.0)
+    logits[0, 0] = 9.0  # a SEEN class scores highest everywhere: must never be a pseudo-label
+    logits[0, 1, 0, :2] = 1.0
+    logits[0, 3, 0, 2:] = 2.0
+    logits[0, 3, 0, 3] = -4.0  # weak: below the threshold below
+    target = torch.tensor([[[255, 2, 255, 255]]])
+    pad = torch.tensor([[[False, False, False, False]]])
+    unseen = torch.tensor([1, 3])
+    assert pseudo_label(logits, target, pad, unseen, None).tolist() == [[[1, 2, 3, 3]]]
+    assert pseudo_label(logits, target, pad, unseen, 0.5).tolist() == [[[1, 2, 3, 255]]]
+    pad[0, 0, 0] = True  # crop padding is not part of the photo: stays ignored
+    assert pseudo_label(logits, target, pad, unseen, None)[0, 0, 0] == 255
+
+
+def test_inductive_calibration_lowers_seen_scores():
+    from ldvc.eval.inference import calibrated_labels
+
+    logits = torch.logit(torch.tensor([0.60, 0.55])).view(2, 1, 1)  # seen 0.60 vs unseen 0.55
+    assert calibrated_labels(logits, [0], 0.1, inductive=True).item() == 1
+    assert calibrated_labels(logits, [0], 0.1, inductive=False).item() == 0
+
+
+def test_sliding_window_covers_every_pixel_and_matches_whole_for_one_window():
+    from ldvc.eval.inference import slide_inference, whole_inference, window_starts
+
+    assert window_starts(100, 64, 40) == [0, 36]
+    assert window_starts(64, 64, 40) == [0]
+    assert window_starts(30, 64, 40) == [0]
+
+    class Mean(torch.nn.Module):  # logits = a local function of the pixels: windows must agree
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2, 3))
+
+        def forward(self, x, class_ids=None):
+            return torch.einsum("kc,bchw->bkhw", self.w, x)
+
+    m = Mean()
+    img = torch.rand(3, 64, 100)
+    out = slide_inference(m, img, (64, 100), window=64, stride=40)
+    assert out.shape == (2, 64, 100) and torch.isfinite(out).all()
+    square = torch.rand(3, 64, 64)
+    a = slide_inference(m, square, (64, 64), window=64, stride=40)
+    b = whole_inference(m, [square], [(64, 64)], image_size=64)[0]
+    torch.testing.assert_close(a, b)
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+def test_train_inductive_then_transductive_and_evaluate(tmp_path):
+    from ldvc.eval.evaluate import evaluate_checkpoint
+    from ldvc.train.loop import train_segmentor
+
+    cfg, split, root, _, _ = tiny_setup(tmp_path)
+    logged: list[tuple[dict, int]] = []
+    ind = tmp_path / "inductive"
+    summary = train_segmentor(cfg, "inductive", split, root, None, ind, log=lambda m, s: logged.append((m, s)))
+    assert summary["step"] == 4 and summary["learnable_params"] > 0
+    assert summary["total_params"] > summary["learnable_params"]
+    assert sorted(p.name for p in (ind / "checkpoints").iterdir()) == ["iter_000002.pt", "iter_000004.pt"]
+    assert (ind / "model.pt").exists()
+    rows = list(csv.DictReader(open(ind / "train_log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4] and all(np.isfinite(float(r["loss"])) for r in rows)
+    assert [s for _, s in logged] == [1, 2, 3, 4]
+    assert {"train/loss", "train/lr", "train/images_per_s", "train/effective_batch_size"} <= set(logged[0][0])
+    ckpt = torch.load(ind / "checkpoints" / "iter_000002.pt", weights_only=True)
+    assert ckpt["step"] == 2 and ckpt["class_names"] == split["classes"] and "rng" in ckpt
+    # only the learnable state is stored, not the frozen CLIP
+    assert sum(v.numel() for v in ckpt["model"].values()) == summary["learnable_params"]
+    assert ckpt["clip"]["model"] == cfg.clip.model
+
+    trans = tmp_path / "transductive"
+    tsum = train_segmentor(cfg, "transductive", split, root, None, trans,
+                           init_checkpoint=ind / "checkpoints" / "iter_000002.pt")
+    assert tsum["step"] == 2 and (trans / "model.pt").exists()
+
+    n_val = len(list_ids(root, "val"))
+    for setting, run in (("inductive", ind), ("transductive", trans)):
+        m = evaluate_checkpoint(cfg, setting, split, root, run / "model.pt", None, run)
+        saved = json.loads((run / "metrics.json").read_text())
+        for k in ("pAcc", "mIoU", "mIoU_seen", "mIoU_unseen", "hIoU", "frag_components_pred",
+                  "frag_components_gt", "frag_small_share_pred", "frag_small_share_gt"):
+            assert k in saved and saved[k] == pytest.approx(m[k], nan_ok=True)
+        assert 0 <= saved["pAcc"] <= 100
+        assert saved["num_images"] == n_val and saved["num_pixels"] == valid_gt_pixels(root)
+        per = list(csv.DictReader(open(run / "per_class_iou.csv")))
+        assert [r["class"] for r in per] == split["classes"]
+        assert {r["split"] for r in per if r["class"] in split["unseen_names"]} == {"unseen"}
+        assert (run / "confusion.png").stat().st_size > 0
+    first = sorted(p.name for p in (ind / "overlays").iterdir())
+    assert len(first) == cfg.eval.num_visualize
+    assert sorted(p.name for p in (trans / "overlays").iterdir()) == first  # same images every run
+
+    slide = tiny_config({"eval": {"mode": "slide"}})
+    ms = evaluate_checkpoint(slide, "inductive", split, root, ind / "model.pt", None, tmp_path / "slide")
+    assert ms["num_images"] == n_val and ms["eval_mode"] == "slide"
