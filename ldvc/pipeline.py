@@ -73,7 +73,9 @@ def run_tags(cfg: Config, variant: str, seed: int | None = None, setting: str | 
 __all__ = ["repo_root"]
 
 
-TRAIN_FIELDS = ("learnable_params", "total_params", "train_images_per_s", "train_seconds")
+# training summary key -> metrics.json key
+TRAIN_FIELDS = {"learnable_params": "learnable_params", "total_params": "total_params",
+                "images_per_s": "train_images_per_s", "seconds": "train_seconds"}
 
 
 def annotate_metrics(out_dir: Path, cfg: Config, variant: str, seed: int, setting: str) -> dict[str, Any]:
@@ -85,7 +87,7 @@ def annotate_metrics(out_dir: Path, cfg: Config, variant: str, seed: int, settin
     summary_path = out_dir / "train_summary.json"
     if summary_path.exists():
         summary = read_json(summary_path)
-        metrics.update({k: summary[k] for k in TRAIN_FIELDS if k in summary})
+        metrics.update({dst: summary[src] for src, dst in TRAIN_FIELDS.items() if src in summary})
     metrics.update(variant=variant, seed=seed, setting=setting, dataset=cfg.data.dataset, decoder=cfg.decoder.type)
     write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics

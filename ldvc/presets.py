@@ -59,3 +59,17 @@ def _assign(node: Any, parts: list[str], value: Any) -> None:
             node[part] = {}
         node = node[part]
     node[parts[-1]] = value
+
+
+def add_preset_arguments(p) -> None:  # argparse.ArgumentParser
+    p.add_argument("name", help="preset name: one of the files in presets/ (voc, coco_stuff, synthetic)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file to rewrite")
+    p.add_argument("--presets", type=Path, default=PRESET_DIR, help="folder of preset files")
+
+
+def run_preset(args) -> int:  # argparse.Namespace
+    changed = apply_preset(args.name, args.params, args.presets)
+    print(f"{args.params}: preset {args.name!r} applied, {len(changed)} value(s) changed"
+          + (": " + ", ".join(changed) if changed else ""))
+    print("next: dvc repro   (or dvc exp run to keep the workspace's params as the baseline)")
+    return 0

@@ -15,7 +15,7 @@ Our implementation choices (not BiFormer's code):
   regions with an online (flash-style) softmax, gathering ONE key/value block per step. It saves
   only q, k, v, the routing index, the output and the log-sum-exp; the backward recomputes the
   score blocks and scatter-adds key/value gradients (index_add_, deterministic on CPU and, with
-  torch.use_deterministic_algorithms, on CUDA). Arithmetic runs in float32 even under autocast.
+  torch.use_deterministic_algorithms, on CUDA). Half-precision inputs (autocast) are computed in float32.
 - topk == S^2 routes every region to every region: it is dense attention, computed with
   scaled_dot_product_attention directly (same result, faster).
 - LePE uses a 3x3 depth-wise conv (BiFormer's models use 5x5; the task fixes 3x3).
@@ -92,7 +92,7 @@ def route_indices(
 class _RoutedBlockAttention(torch.autograd.Function):
     """Exact attention of each query region over its routed key regions, one block at a time.
 
-    q, k, v: (B, R, heads, T, d) region-major, float32, contiguous; idx: (B, R, K) routed regions.
+    q, k, v: (B, R, heads, T, d) region-major, float32/64, contiguous; idx: (B, R, K) routed regions.
     """
 
     @staticmethod
@@ -167,11 +167,12 @@ def routed_block_attention(
     The kernel under `route_attention` (exposed so it can be tested without the dense shortcut).
     """
     dtype = q_blocks.dtype
+    # Half precision is upcast: the online softmax statistics need float32.
+    work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     scale = q_blocks.shape[-1] ** -0.5
     with torch.autocast(device_type=q_blocks.device.type, enabled=False):
         out = _RoutedBlockAttention.apply(
-            q_blocks.float().contiguous(), k_blocks.float().contiguous(), v_blocks.float().contiguous(),
-            idx.detach(), scale,
+            *(t.to(work).contiguous() for t in (q_blocks, k_blocks, v_blocks)), idx.detach(), scale
         )
     return out.to(dtype)
 

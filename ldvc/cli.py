@@ -1,0 +1,158 @@
+"""`ldvc` command line: a small subcommand registry (timm-style: commands are entries, not if-chains).
+
+Adding a command is one `register(...)` call with a function that adds its arguments and one that
+runs it (return value = exit status), e.g. for a `preset` command:
+
+    from ldvc.presets import add_preset_arguments, run_preset
+    register("preset", "rewrite params.yaml for a paper setup", add_preset_arguments, run_preset)
+
+Commands here: `predict` (any image, any class names), and `train` / `evaluate`, thin wrappers of
+`ldvc.train.loop.train_segmentor` / `ldvc.eval.evaluate.evaluate_checkpoint` that can be started
+with `accelerate launch [...] -m ldvc train ...` (the DVC stages call the same functions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+             run: Callable[[argparse.Namespace], int]) -> None:
+    if name in COMMANDS:
+        raise ValueError(f"ldvc subcommand {name!r} registered twice")
+    COMMANDS[name] = Command(name, help, add_arguments, run)
+
+
+# ---------------------------------------------------------------------------------------------- predict
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", type=Path, help="image files (any size, any format PIL reads)")
+    p.add_argument("--classes", required=True, help='comma-separated class names, e.g. "cat,dog,grass"')
+    p.add_argument("--checkpoint", required=True, type=Path, help="model.pt or checkpoints/iter_XXXXXX.pt")
+    p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)")
+    p.add_argument("--clip-weights", type=Path, default=None,
+                   help="CLIP weights file (default: the path recorded in the checkpoint)")
+    p.add_argument("--mode", choices=["whole", "slide"], default=None,
+                   help="inference mode (default: eval.mode of the checkpoint's config)")
+
+
+def _predict_run(args: argparse.Namespace) -> int:
+    from ldvc.predict import parse_classes, predict
+
+    results = predict(args.images, parse_classes(args.classes), args.checkpoint, args.out, args.clip_weights,
+                      args.mode)
+    for r in results:
+        print(f"{r['image']}: {r['labels']}, {r['overlay']} (classes found: {', '.join(r['classes_found'])})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- train / evaluate
+
+
+def _common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (default params.yaml)")
+    p.add_argument("--setting", choices=["inductive", "transductive"], default="inductive")
+    p.add_argument("--split", type=Path, required=True, help="split JSON written by the split stage")
+    p.add_argument("--data-root", type=Path, default=None, help="canonical dataset (default: data.root)")
+    p.add_argument("--clip-weights", type=Path, default=None, help="CLIP weights file (default: random init)")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+
+
+def _load(args: argparse.Namespace):
+    from ldvc.config import load_config
+
+    cfg = load_config(args.params)
+    with open(args.split) as f:
+        split = json.load(f)
+    return cfg, split, args.data_root or Path(cfg.data.root)
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _common_args(p)
+    p.add_argument("--init-checkpoint", type=Path, default=None,
+                   help="transductive: the inductive checkpoint at transductive.init_iter")
+
+
+def _train_run(args: argparse.Namespace) -> int:
+    from ldvc.train.loop import train_segmentor
+
+    cfg, split, root = _load(args)
+    summary = train_segmentor(cfg, args.setting, split, root, args.clip_weights, args.out, args.init_checkpoint)
+    print(json.dumps(summary))
+    return 0
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    _common_args(p)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="checkpoint to evaluate (default: eval.checkpoint, else OUT/model.pt)")
+
+
+def _evaluate_run(args: argparse.Namespace) -> int:
+    from ldvc.eval.evaluate import evaluate_checkpoint
+
+    cfg, split, root = _load(args)
+    ckpt = args.checkpoint or (Path(cfg.eval.checkpoint) if cfg.eval.checkpoint else args.out / "model.pt")
+    metrics = evaluate_checkpoint(cfg, args.setting, split, root, ckpt, args.clip_weights, args.out)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "per_class"}))
+    return 0
+
+
+register("predict", "segment images with any class names", _predict_args, _predict_run)
+register("train", "train a segmentor (accelerate launch -m ldvc train ...)", _train_args, _train_run)
+register("evaluate", "evaluate a checkpoint on the validation split", _evaluate_args, _evaluate_run)
+
+
+def _preset_args(p: argparse.ArgumentParser) -> None:
+    from ldvc.presets import add_preset_arguments
+
+    add_preset_arguments(p)
+
+
+def _preset_run(args: argparse.Namespace) -> int:
+    from ldvc.presets import run_preset
+
+    return run_preset(args)
+
+
+register("preset", "rewrite params.yaml for a paper setup (voc, coco_stuff) or the default (synthetic)",
+         _preset_args, _preset_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ldvc", description="LDVC / ZegCLIP zero-shot segmentation")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in COMMANDS.values():
+        cmd.add_arguments(sub.add_parser(cmd.name, help=cmd.help, description=cmd.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        # user errors (bad path, bad checkpoint, bad classes) as one clear line, not a traceback
+        print(f"ldvc {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

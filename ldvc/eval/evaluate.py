@@ -1,0 +1,156 @@
+"""Evaluate a checkpoint on the validation split, inductive or transductive (protocol.md, "Metric",
+"Inference"): all classes at test time, dataset-level IoU, fragmentation, figures.
+
+Writes out_dir/metrics.json, per_class_iou.csv, confusion.png and overlays/<id>.png.
+Data-parallel: each process evaluates the disjoint shard rank::world of the validation images
+(no DistributedSampler padding, so no image is counted twice); the confusion matrix, the
+fragmentation sums and the image count are summed across processes, so N processes give the
+same numbers as one. Overlays are drawn by whichever process holds the image.
+Our choice: the frozen CLIP given here must be the one the checkpoint was trained with (its
+sha256 is compared), since the learnable prompts and decoder are meaningless with another.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ldvc.config import Config
+from ldvc.data.dataset import DatasetError, EvalSet, SegmentationFolder, collate_list, shard_indices
+from ldvc.eval.fragmentation import FragmentationMeter, summarize_fragmentation
+from ldvc.eval.inference import calibrated_labels, infer_logits
+from ldvc.eval.metrics import ConfusionMatrix, summarize
+from ldvc.eval.visualize import confusion_figure, overlay_figure, to_uint8_image, visual_sample
+from ldvc.train import checkpoint as ckpt_io
+from ldvc.train.loop import SETTINGS, build_model, make_accelerator
+
+SCALAR_KEYS = ("pAcc", "mIoU", "mIoU_seen", "mIoU_unseen", "hIoU")
+
+
+def check_clip(ckpt: dict, clip_model: str, clip_weights: Path | None, source: Path) -> None:
+    """The checkpoint's recorded CLIP (name, sha256) must match the one we are about to load."""
+    rec = ckpt["clip"]
+    if rec.get("model") != clip_model:
+        raise ckpt_io.CheckpointError(
+            f"checkpoint {source} was trained on CLIP {rec.get('model')!r}, the config says {clip_model!r}; "
+            f"set clip.model to {rec.get('model')!r}"
+        )
+    if rec.get("sha256") and clip_weights is None:
+        raise ckpt_io.CheckpointError(
+            f"checkpoint {source} was trained with the CLIP weights {rec.get('weights')}; pass that file "
+            f"(without it the frozen CLIP would be randomly initialised)"
+        )
+    if rec.get("sha256") and clip_weights is not None:
+        sha = ckpt_io.sha256_file(clip_weights)
+        if sha != rec["sha256"]:
+            raise ckpt_io.CheckpointError(
+                f"CLIP weights {clip_weights} (sha256 {sha[:12]}...) are not the ones checkpoint {source} was "
+                f"trained with ({rec.get('weights')}, sha256 {rec['sha256'][:12]}...); pass those weights"
+            )
+
+
+def load_model_for_eval(cfg: Config, ckpt: dict, checkpoint: Path, class_names: list[str],
+                        clip_weights: Path | None) -> torch.nn.Module:
+    check_clip(ckpt, cfg.clip.model, clip_weights, checkpoint)
+    model = build_model(cfg, clip_weights, class_names)
+    ckpt_io.load_learnable_state(model, ckpt["model"], checkpoint)
+    return model.eval()
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_per_class(path: Path, metrics: dict, matrix: torch.Tensor, split: dict) -> None:
+    unseen = set(split["unseen"])
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["class_id", "class", "split", "iou", "gt_pixels", "pred_pixels"])
+        for i, name in enumerate(split["classes"]):
+            iou = metrics["per_class"][name]
+            w.writerow([i, name, "unseen" if i in unseen else "seen", "" if math.isnan(iou) else f"{iou:.4f}",
+                        int(matrix[i].sum()), int(matrix[:, i].sum())])
+    os.replace(tmp, path)
+
+
+def evaluate_checkpoint(cfg: Config, setting: str, split: dict, data_root: str | Path, checkpoint: Path,
+                        clip_weights: Path | None, out_dir: Path,
+                        log: Callable[[dict, int], None] | None = None) -> dict[str, Any]:
+    """Evaluate `checkpoint`; returns the metrics dict (also written to out_dir/metrics.json)."""
+    if setting not in SETTINGS:
+        raise ValueError(f"setting {setting!r} is not one of {SETTINGS}")
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    # ---- cheap checks before any model is built
+    folder = SegmentationFolder(data_root, "val")
+    classes = list(split["classes"])
+    if classes != folder.classes:
+        raise DatasetError(f"the split's classes differ from those of {folder.root}/meta.json; "
+                           f"re-run the split stage for this dataset")
+    ckpt = ckpt_io.load_checkpoint(checkpoint)
+    ckpt_io.check_classes(ckpt, classes, checkpoint)
+
+    accelerator = make_accelerator("no", 1)
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    model = load_model_for_eval(cfg, ckpt, checkpoint, classes, clip_weights).to(accelerator.device)
+    e = cfg.eval
+    shard = shard_indices(len(folder), rank, world)
+    loader = DataLoader(EvalSet(folder, cfg.data.image_size, shard), batch_size=e.batch_size,
+                        collate_fn=collate_list, num_workers=cfg.train.num_workers)
+    to_draw = set(visual_sample(folder.ids, e.num_visualize, cfg.project.seed))
+    overlay_dir = out_dir / "overlays"
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(overlay_dir, ignore_errors=True)  # stale images of an earlier sample
+        overlay_dir.mkdir()
+    accelerator.wait_for_everyone()
+
+    confusion = ConfusionMatrix(len(classes))
+    frag = FragmentationMeter(e.small_fragment_px)
+    n_images = 0
+    inductive = setting == "inductive"
+    for batch in tqdm(loader, desc=f"eval {setting}", unit="batch", disable=not main):
+        sizes = [tuple(b["label"].shape) for b in batch]
+        logits = infer_logits(model, [b["image"] for b in batch], sizes, e, cfg.data.image_size)
+        for b, lg in zip(batch, logits):
+            pred = calibrated_labels(lg, split["seen"], e.seen_bias, inductive)  # (H, W)
+            confusion.update(pred, b["label"])
+            frag.update(pred, b["label"])
+            n_images += 1
+            if b["id"] in to_draw:
+                image = to_uint8_image(folder.load(b["index"])[0])
+                overlay_figure(overlay_dir / f"{b['id']}.png", image,
+                               [("ground truth", b["label"].numpy()), (f"prediction ({setting})", pred.numpy())],
+                               classes, title=b["id"], unseen=split["unseen"])
+
+    device = accelerator.device
+    matrix = accelerator.reduce(confusion.matrix.to(device), reduction="sum").cpu()
+    frag_sums = accelerator.reduce(frag.totals().to(device), reduction="sum").cpu()
+    n_total = int(accelerator.reduce(torch.tensor(n_images, device=device), reduction="sum"))
+    if n_total != len(folder):  # the shards must cover the split exactly once
+        raise RuntimeError(f"evaluated {n_total} images, the val split has {len(folder)}: sharding bug")
+    summary = summarize(matrix, classes, split["seen"], split["unseen"])
+    metrics: dict[str, Any] = {k: summary[k] for k in SCALAR_KEYS}
+    metrics.update(summarize_fragmentation(frag_sums))
+    metrics.update({"num_images": n_total, "num_pixels": int(matrix.sum()), "setting": setting,
+                    "checkpoint_step": int(ckpt["step"]), "eval_mode": e.mode, "num_processes": world})
+    if main:
+        _atomic_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+        _write_per_class(out_dir / "per_class_iou.csv", summary, matrix, split)
+        confusion_figure(out_dir / "confusion.png", matrix, classes, split["seen"], split["unseen"])
+        if log is not None:
+            log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, int(ckpt["step"]))
+    accelerator.wait_for_everyone()
+    return {**metrics, "per_class": summary["per_class"]}

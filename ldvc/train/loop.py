@@ -1,0 +1,333 @@
+"""Segmentation training, inductive and transductive (protocol.md, "Splits" and "ZegCLIP settings").
+
+One code path for 1 CPU, N CPUs and N GPUs: the loop creates its own `Accelerator`
+(cpu when no CUDA; `accelerate launch --multi_gpu --num_processes N` gives N-process DDP, over
+gloo on a CPU machine). What happens in a step:
+
+- Inductive: the model sees only the SEEN class embeddings (class_ids = seen); targets are
+  remapped into the seen index space and unseen pixels become ignore (255).
+- Transductive: all class names are known (class_ids = None = all); seen pixels keep their
+  class, and every pixel that is ignore after the inductive mapping gets a pseudo-label = argmax
+  over the UNSEEN classes of the model's current (detached) sigmoid scores, from the same
+  forward pass as ZegCLIP does; `transductive.pseudo_threshold` optionally keeps pixels whose
+  best unseen score is below it ignored (default none, as ZegCLIP). As in ZegCLIP, pixels that
+  were ignore in the data itself (VOC's background) are pseudo-labelled too; our choice:
+  padding added by the crop (not part of the photo) never is. It starts from the inductive
+  checkpoint at `transductive.init_iter` and runs `transductive.iters` iterations with its own
+  fresh optimizer and schedule.
+
+Exact resume: data order and augmentation are a pure function of (seed, sample position)
+(dataset.py), and the torch RNG (dropout / drop-path) is re-seeded from (seed, step, rank) at
+every step, so a run killed at any point and resumed from its last checkpoint ends with the
+same weights as an uninterrupted one (CPU, `train.deterministic`). Checkpoints also store the
+RNG states, as the brief asks.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import DistributedDataParallelKwargs
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ldvc.config import Config
+from ldvc.data.dataset import DatasetError, SegmentationFolder, StepBatchSampler, TrainStream, mix_seed
+from ldvc.data.normalize import normalize
+from ldvc.model import losses
+from ldvc.model.clip_loader import create_clip
+from ldvc.train import checkpoint as ckpt_io
+from ldvc.train.optim import build_optimizer, build_scheduler
+
+IGNORE_INDEX = 255
+SETTINGS = ("inductive", "transductive")
+LOG_FIELDS = ["step", "loss", "lr", "images_per_s"]
+LogFn = Callable[[dict, int], None]
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+def make_accelerator(mixed_precision: str = "no", grad_accum: int = 1) -> Accelerator:
+    """A fresh Accelerator (CPU when no CUDA). The process-wide state is reset first so that a
+    second one in the same process (train then evaluate, or tests) does not clash."""
+    cpu = not torch.cuda.is_available()
+    if cpu and mixed_precision != "no":
+        warnings.warn(f"train.mixed_precision={mixed_precision!r} needs a GPU; training in fp32 on the CPU",
+                      stacklevel=2)
+        mixed_precision = "no"
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    # find_unused_parameters: a prompt depth or ablation can leave a learnable tensor out of a step.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum,
+                       kwargs_handlers=[ddp])
+
+
+def build_model(cfg: Config, clip_weights: str | Path | None, class_names: list[str]) -> torch.nn.Module:
+    """CLIP + segmentor, with the torch RNG seeded from project.seed first: every process starts
+    from identical decoder weights, and a CLIP without a weights file (random init, tests only)
+    is the same random CLIP in training, evaluation and prediction."""
+    from ldvc.model.segmentor import build_segmentor
+
+    torch.manual_seed(mix_seed(cfg.project.seed, 0x1D17))
+    return build_segmentor(cfg, create_clip(cfg.clip.model, clip_weights), list(class_names))
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Deterministic kernels for the rest of the process (train.deterministic)."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        # warn_only: a few CUDA kernels (bilinear upsampling backward) have no deterministic
+        # version; on the CPU every op used here is deterministic.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def label_lut(split: dict, setting: str) -> torch.Tensor:
+    """(256,) long: raw train id -> training target. Inductive: seen ids -> 0..S-1 (the seen index
+    space), unseen and 255 -> 255. Transductive: seen ids kept, unseen -> 255 (pseudo-labelled)."""
+    lut = torch.full((256,), IGNORE_INDEX, dtype=torch.long)
+    for pos, c in enumerate(split["seen"]):
+        lut[c] = pos if setting == "inductive" else c
+    return lut
+
+
+def pseudo_label(logits: torch.Tensor, target: torch.Tensor, pad: torch.Tensor, unseen: torch.Tensor,
+                 threshold: float | None) -> torch.Tensor:
+    """Fill ignored (non-padding) pixels with the argmax over unseen classes of the sigmoid scores.
+
+    logits (B, C, H, W), target / pad (B, H, W), unseen (U,) class ids; returns a new target."""
+    with torch.no_grad():
+        scores = logits.detach().float().sigmoid().index_select(1, unseen)  # (B, U, H, W)
+        best, arg = scores.max(dim=1)  # (B, H, W)
+        fill = (target == IGNORE_INDEX) & ~pad
+        if threshold is not None:
+            fill &= best > threshold
+        return torch.where(fill, unseen[arg], target)
+
+
+def _validate_inputs(cfg: Config, setting: str, split: dict, folder: SegmentationFolder) -> None:
+    if setting not in SETTINGS:
+        raise ValueError(f"setting {setting!r} is not one of {SETTINGS}")
+    missing = [k for k in ("classes", "seen", "unseen") if k not in split]
+    if missing:
+        raise ValueError(f"split dict lacks {missing}; produce it with the split stage (ldvc.data.split)")
+    if list(split["classes"]) != folder.classes:
+        raise DatasetError(
+            f"the split's classes ({len(split['classes'])}) differ from the dataset's ({len(folder.classes)}) "
+            f"in {folder.root}/meta.json; re-run the split stage for this dataset"
+        )
+    if not split["seen"] or not split["unseen"]:
+        raise ValueError("the split needs at least one seen and one unseen class")
+
+
+def _read_log(path: Path, upto: int) -> list[dict[str, str]]:
+    """Rows of an existing train_log.csv with step <= upto (a killed run may have logged past its
+    last checkpoint, or left a torn last line)."""
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                if int(row["step"]) <= upto and all(row.get(k) not in (None, "") for k in LOG_FIELDS):
+                    rows.append(row)
+            except (TypeError, ValueError):
+                continue
+    return rows
+
+
+def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def checkpoint_payload(model: torch.nn.Module, cfg: Config, setting: str, split: dict, step: int,
+                       total: int, clip_info: dict, optimizer: torch.optim.Optimizer | None = None,
+                       scheduler: Any = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "model": ckpt_io.learnable_state(model),
+        "step": step,
+        "total_steps": total,
+        "setting": setting,
+        "config": cfg.to_dict(),
+        "class_names": list(split["classes"]),
+        "seen": list(split["seen"]),
+        "unseen": list(split["unseen"]),
+        "clip": clip_info,
+    }
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+        payload["scheduler"] = scheduler.state_dict()
+        payload["rng"] = ckpt_io.rng_state()
+    return payload
+
+
+def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Path, clip_weights: Path | None,
+                    out_dir: Path, init_checkpoint: Path | None = None, log: LogFn | None = None) -> dict:
+    """Train the segmentor; writes out_dir/{checkpoints/iter_XXXXXX.pt, model.pt, train_log.csv}.
+
+    Returns {"step", "seconds", "images_per_s", "learnable_params", "total_params", "last_loss",
+    "effective_batch_size", "num_processes"}.
+    """
+    from ldvc.model.segmentor import count_parameters
+
+    out_dir = Path(out_dir)
+    t = cfg.train
+    # ---- cheap checks first: bad input fails before any model is built
+    folder = SegmentationFolder(data_root, "train")
+    _validate_inputs(cfg, setting, split, folder)
+    total = t.iters if setting == "inductive" else cfg.transductive.iters
+    resume_from = ckpt_io.latest_checkpoint(out_dir) if t.resume == "auto" else None
+    resume = ckpt_io.load_checkpoint(resume_from) if resume_from else None
+    init = None
+    if setting == "transductive" and resume is None:
+        if init_checkpoint is None:
+            raise ValueError("transductive training starts from the inductive checkpoint at "
+                             "transductive.init_iter: pass init_checkpoint")
+        init = ckpt_io.load_checkpoint(init_checkpoint)
+        ckpt_io.check_classes(init, split["classes"], init_checkpoint)
+    if resume is not None:
+        ckpt_io.check_classes(resume, split["classes"], resume_from)
+        if resume.get("setting") != setting or resume.get("total_steps") != total:
+            raise ckpt_io.CheckpointError(
+                f"{resume_from} belongs to a {resume.get('setting')} run of {resume.get('total_steps')} steps, "
+                f"not this {setting} run of {total}; use another out_dir or train.resume: never"
+            )
+
+    accelerator = make_accelerator(t.mixed_precision, t.grad_accum)
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    set_deterministic(t.deterministic)
+    seed = cfg.project.seed
+    model = build_model(cfg, clip_weights, list(split["classes"]))
+    params = count_parameters(model)
+    clip_info = {"model": cfg.clip.model, "weights": str(clip_weights) if clip_weights else None,
+                 "sha256": ckpt_io.sha256_file(clip_weights)}
+    if init is not None:
+        ckpt_io.load_learnable_state(model, init["model"], init_checkpoint)
+    optimizer = build_optimizer(model, t)
+    scheduler = build_scheduler(optimizer, t, total)
+    start = 0
+    if resume is not None:
+        ckpt_io.load_learnable_state(model, resume["model"], resume_from)
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        ckpt_io.set_rng_state(resume["rng"])
+        start = int(resume["step"])
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+    raw_model = accelerator.unwrap_model(model)
+
+    lut = label_lut(split, setting).to(device)
+    class_ids = torch.tensor(split["seen"], dtype=torch.long, device=device) if setting == "inductive" else None
+    unseen = torch.tensor(split["unseen"], dtype=torch.long, device=device)
+    stream = TrainStream(folder, seed, cfg.data.image_size, t.augment)
+    sampler = StepBatchSampler(start, total, t.grad_accum, t.batch_size, rank, world)
+    loader = DataLoader(stream, batch_sampler=sampler, num_workers=t.num_workers,
+                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
+
+    log_path = out_dir / "train_log.csv"
+    log_rows: list[dict[str, Any]] = []
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log_rows = _read_log(log_path, start)
+        _write_log(log_path, log_rows)
+    effective = t.batch_size * t.grad_accum
+    setting_tag = SETTINGS.index(setting)
+    last_loss = float("nan")
+    window_images, window_start, t0 = 0, time.perf_counter(), time.perf_counter()
+    batches = iter(loader)
+    model.train()
+    bar = tqdm(total=total, initial=start, desc=f"train {setting}", unit="it", disable=not main)
+    for step in range(start, total):
+        # dropout / drop-path randomness: a pure function of (seed, step, rank) -> exact resume
+        torch.manual_seed(mix_seed(seed, setting_tag, step, rank))
+        step_loss = torch.zeros((), device=device)
+        parts_sum: dict[str, float] = {}
+        for micro in range(t.grad_accum):
+            batch = next(batches)
+            images = normalize(batch["image"].to(device, non_blocking=True))  # (b, 3, S, S)
+            target = lut[batch["label"].to(device)]  # (b, S, S)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    logits = model(images, class_ids)  # (b, C_seen | C_all, S, S)
+                if setting == "transductive":
+                    target = pseudo_label(logits, target, batch["pad"].to(device), unseen,
+                                          cfg.transductive.pseudo_threshold)
+                loss, parts = losses.segmentation_loss(logits.float(), target, cfg.loss)
+                bad = torch.tensor(0.0 if bool(torch.isfinite(loss.detach())) else 1.0, device=device)
+                if float(accelerator.reduce(bad, reduction="sum")) > 0:
+                    last_good = ckpt_io.latest_checkpoint(out_dir)
+                    raise TrainingDivergedError(
+                        f"the loss became {float(loss.detach()):.4g} at step {step} (micro-batch {micro}) of the "
+                        f"{setting} run; last good checkpoint: {last_good or 'none yet'}. Lower train.lr, "
+                        f"set train.grad_clip, or check the data; train.resume: auto restarts from it"
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and t.grad_clip is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            step_loss += loss.detach() / t.grad_accum
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + float(v) / t.grad_accum
+        scheduler.step()
+        done = step + 1
+        window_images += effective
+        bar.update(1)
+        if done % t.log_every == 0 or done == total:
+            mean_loss = float(accelerator.reduce(step_loss, reduction="mean"))
+            elapsed = time.perf_counter() - window_start
+            ips = window_images / max(elapsed, 1e-9)
+            window_images, window_start = 0, time.perf_counter()
+            last_loss = mean_loss
+            if main:
+                lrs = {f"train/lr_{g['name']}": g["lr"] for g in optimizer.param_groups}
+                metrics = {"train/loss": mean_loss, **{f"train/{k}": v for k, v in parts_sum.items()},
+                           "train/lr": optimizer.param_groups[0]["lr"], **lrs,
+                           "train/images_per_s": ips, "train/effective_batch_size": effective}
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                log_rows.append({"step": done, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
+                                 "images_per_s": ips})
+                _write_log(log_path, log_rows)
+                if log is not None:
+                    log(metrics, done)
+        if done % t.checkpoint_every == 0 or done == total:
+            if main:
+                payload = checkpoint_payload(raw_model, cfg, setting, split, done, total, clip_info,
+                                             optimizer, scheduler)
+                ckpt_io.atomic_save(payload, ckpt_io.checkpoint_path(out_dir, done))
+            accelerator.wait_for_everyone()
+    bar.close()
+    seconds = time.perf_counter() - t0
+    if main:
+        final = checkpoint_payload(raw_model, cfg, setting, split, total, total, clip_info)
+        ckpt_io.atomic_save(final, out_dir / "model.pt")
+    accelerator.wait_for_everyone()
+    trained = total - start
+    return {
+        "step": total,
+        "seconds": seconds,
+        "images_per_s": trained * effective / seconds if trained and seconds > 0 else 0.0,
+        "learnable_params": int(params["learnable"]),
+        "total_params": int(params["total"]),
+        "last_loss": last_loss if not math.isnan(last_loss) else None,
+        "effective_batch_size": effective,
+        "num_processes": world,
+    }
