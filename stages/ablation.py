@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 
 from ldvc.data.split import load_split
-
 from ldvc.pipeline import (
     SPLIT_FILE,
     annotate_metrics,
@@ -20,7 +19,7 @@ from ldvc.pipeline import (
     run_dir,
     run_tags,
 )
-from ldvc.tracking import stage_run
+from ldvc.tracking import stage_run, write_json_atomic
 
 
 def main() -> None:
@@ -43,6 +42,8 @@ def main() -> None:
         tags = {**run_tags(cfg, args.variant, seed, "inductive"), "ldvc.ablation": args.variant}
         with stage_run("ablation", cfg, tags=tags, main_process=main, record_to=out / "ablation_run.json") as run:
             summary = train_segmentor(cfg, "inductive", split, cfg.data.root, weights, out, log=run.log_metrics)
+            if main:
+                write_json_atomic(out / "train_summary.json", summary)
             evaluate_checkpoint(cfg, "inductive", split, cfg.data.root, out / "model.pt", weights, out,
                                 log=run.log_metrics)
             if main:

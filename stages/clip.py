@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ldvc.model.clip_weights import resolve_weights
-
 from ldvc.pipeline import CLIP_DIR, CLIP_RECORD, METRICS, load_stage_config, repo_root
 from ldvc.tracking import stage_run, write_json_atomic
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ldvc.data.prepare import prepare_dataset
-
 from ldvc.pipeline import load_stage_config, repo_root
 from ldvc.tracking import stage_run
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ldvc.data.split import load_split
-
 from ldvc.config import MAIN_VARIANT
+from ldvc.data.split import load_split
 from ldvc.pipeline import (
     SPLIT_FILE,
     annotate_metrics,

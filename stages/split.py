@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ldvc.data.split import make_split, save_split
-
 from ldvc.data.canonical import read_meta
+from ldvc.data.split import make_split, save_split
 from ldvc.pipeline import SPLIT_FILE, load_stage_config
 from ldvc.tracking import stage_run
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from ldvc.data.split import load_split
-
 from ldvc.config import MAIN_VARIANT
+from ldvc.data.split import load_split
 from ldvc.pipeline import SPLIT_FILE, clip_weights, is_main_process, load_stage_config, numeric, run_dir, run_tags
-from ldvc.tracking import stage_run
+from ldvc.tracking import stage_run, write_json_atomic
 
 
 def main() -> None:
@@ -42,6 +41,8 @@ def main() -> None:
                    record_to=out / "train_run.json") as run:
         summary = train_segmentor(cfg, args.setting, split, cfg.data.root, weights, out,
                                   init_checkpoint=init, log=run.log_metrics)
+        if is_main_process():
+            write_json_atomic(out / "train_summary.json", summary)
         run.log_metrics(numeric(summary))
         run.log_artifact(out / "train_log.csv")
 
