@@ -275,6 +275,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(f"'{key}': {value!r} matches none of {_tname(tp)}")
     if origin is Literal:
+        # YAML 1.1 reads a bare `no` as false, and tools that rewrite params.yaml (dvc exp run -S)
+        # drop our quotes: take false as the literal "no" where "no" is a choice.
+        if value is False and "no" in args:
+            return "no"
         if value not in args:
             raise ConfigError(f"'{key}': {value!r} is not one of {', '.join(map(repr, args))}")
         return value
@@ -298,6 +302,13 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"'{key}': expected an integer, got {value!r}")
         return value
     if tp is float:
+        # PyYAML (YAML 1.1) reads `2e-05` -- as YAML 1.2 writers such as ruamel and DVC emit it --
+        # as a string; accept exactly the strings that are numbers.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"'{key}': expected a number, got {value!r}")
         return float(value)

@@ -88,3 +88,9 @@ def test_switching_presets_is_reversible_and_keeps_comments(tmp_path):
 def test_unknown_preset_names_the_choices(tmp_path):
     with pytest.raises(ConfigError, match="voc"):
         load_preset("vocc", REPO / "presets")
+
+
+def test_bare_no_written_back_by_dvc_is_read_as_the_string_no():
+    raw = _params()
+    raw["train"]["mixed_precision"] = False  # what `mixed_precision: no` parses to
+    assert config_from_dict(raw).train.mixed_precision == "no"
