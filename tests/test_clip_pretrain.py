@@ -27,6 +27,14 @@ from ldvc.train.clip_pretrain import (  # noqa: E402
 )
 
 MODEL = "ldvc-tiny-vit"
+# A still smaller open_clip config for the training-loop test: the same code path as the real
+# tiny CLIP (registered through open_clip's config mechanism), a fraction of its cost.
+MICRO = "ldvc-test-micro-vit"
+MICRO_CFG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -34,46 +42,68 @@ def _few_threads() -> None:
     torch.set_num_threads(2)
 
 
-def _fixed_batch_loss(model: torch.nn.Module) -> float:
-    images, captions = synthetic.caption_batch(np.random.default_rng(123), 48, 64)
+@pytest.fixture(scope="module")
+def micro_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    import json
+
+    import open_clip
+
+    path = tmp_path_factory.mktemp("configs") / f"{MICRO}.json"
+    path.write_text(json.dumps(MICRO_CFG))
+    open_clip.add_model_config(path)
+    return MICRO
+
+
+def _fixed_batch_loss(model: torch.nn.Module, name: str) -> float:
+    images, captions = synthetic.caption_batch(np.random.default_rng(123), 64, 64)
     distinct = sorted(set(captions))
     idx = torch.tensor([distinct.index(c) for c in captions])
     with torch.no_grad():
         img = F.normalize(model.encode_image(to_model_input(images)), dim=-1)
-        txt = F.normalize(model.encode_text(tokenizer(MODEL)(distinct)), dim=-1)
+        txt = F.normalize(model.encode_text(tokenizer(name)(distinct)), dim=-1)
         return contrastive_loss(img, txt, idx, model.logit_scale).item()
 
 
-def test_short_pretraining_saves_reloadable_weights_and_learns(tmp_path: Path) -> None:
-    cfg = ClipPretrainConfig(steps=24, batch_size=32, lr=1e-3, weight_decay=0.1, warmup_steps=3,
-                             eval_images=36)
+def test_short_pretraining_saves_reloadable_weights_and_learns(tmp_path: Path, micro_model: str) -> None:
+    cfg = ClipPretrainConfig(steps=30, batch_size=32, lr=3e-3, weight_decay=0.1, warmup_steps=3,
+                             eval_images=18)
     logged: list[tuple[int, dict]] = []
     out = tmp_path / "clip" / "clip.safetensors"
-    metrics = pretrain_clip(MODEL, cfg, 64, seed=0, out_path=out, log=lambda m, s: logged.append((s, m)))
+    metrics = pretrain_clip(micro_model, cfg, 64, seed=0, out_path=out,
+                            log=lambda m, s: logged.append((s, m)))
 
     assert set(metrics) == {"zero_shot_acc", "zero_shot_acc_seen", "zero_shot_acc_unseen",
                             "train_seconds", "steps"}
-    assert metrics["steps"] == 24 and metrics["train_seconds"] > 0
+    assert metrics["steps"] == 30 and metrics["train_seconds"] > 0
     for key in ("zero_shot_acc", "zero_shot_acc_seen", "zero_shot_acc_unseen"):
         assert 0.0 <= metrics[key] <= 100.0
     steps = [s for s, _ in logged]
-    assert steps[0] == 0 and steps[-1] == 23 and steps == sorted(steps)
+    assert steps[0] == 0 and steps[-1] == 29 and steps == sorted(steps)
     assert all(set(m) == {"loss", "lr"} and math.isfinite(m["loss"]) for _, m in logged)
-    assert max(m["lr"] for _, m in logged) <= 1e-3
+    assert max(m["lr"] for _, m in logged) <= 3e-3
 
     # Written atomically: only the weights file, no temporary left behind.
     assert [p.name for p in out.parent.iterdir()] == ["clip.safetensors"]
-    reloaded = create_clip(MODEL, weights=out)
+    reloaded = create_clip(micro_model, weights=out)
     torch.manual_seed(0)
-    initial = create_clip(MODEL)  # the same initialisation pretrain_clip started from
-    trained_state = reloaded.state_dict()
-    assert any(not torch.equal(v, initial.state_dict()[k]) for k, v in trained_state.items())
+    initial = create_clip(micro_model)  # the same initialisation pretrain_clip started from
+    assert any(not torch.equal(v, initial.state_dict()[k]) for k, v in reloaded.state_dict().items())
     # The reloaded model reproduces the reported metric exactly (exact reload).
-    images, labels = synthetic.single_object_set(0, 36, 64)
-    acc = zero_shot_accuracy(reloaded, tokenizer(MODEL), images, labels, synthetic.CLASSES, ["a photo of a {}."])
+    images, labels = synthetic.single_object_set(0, 18, 64)
+    acc = zero_shot_accuracy(reloaded, tokenizer(micro_model), images, labels, synthetic.CLASSES,
+                             ["a photo of a {}."])
     assert acc == pytest.approx(metrics["zero_shot_acc"])
-    # Training lowered the contrastive loss on a fixed held-out batch.
-    assert _fixed_batch_loss(reloaded) < _fixed_batch_loss(initial) - 0.3
+    # Training lowered the contrastive loss on a fixed held-out batch (measured: 4.25 -> 4.01).
+    assert _fixed_batch_loss(reloaded, micro_model) < _fixed_batch_loss(initial, micro_model) - 0.1
+
+
+def test_real_tiny_clip_reloads_exactly(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = create_clip(MODEL)
+    clip_pretrain.save_weights(model, tmp_path / "w.safetensors")
+    again = create_clip(MODEL, weights=tmp_path / "w.safetensors")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
 
 
 def test_pretrain_rejects_bad_input_before_training(tmp_path: Path) -> None:

@@ -10,25 +10,19 @@ parent run, with params, metrics, artifacts and tags.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
-
-from ldvc.config import deep_merge
+from fixtures.repo_clone import BIN, clone_working_tree, e2e_env
+from fixtures.repo_clone import run as _run
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 # Small enough for CI, large enough that every stage does real work.
 REDUCED = {
@@ -43,39 +37,8 @@ EXPECTED_STAGES = {"download", "split", "clip", "train_inductive", "train_transd
                    "evaluate_inductive", "evaluate_transductive", "ablation", "report"}
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="1", PYTHONUNBUFFERED="1",
-               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", GIT_AUTHOR_NAME="ci", GIT_AUTHOR_EMAIL="ci@example.org",
-               GIT_COMMITTER_NAME="ci", GIT_COMMITTER_EMAIL="ci@example.org")
-    env.pop("DVC_ROOT", None)
-    return env
-
-
-def _run(cmd: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
 def _clone(dst: Path) -> None:
-    """The working tree as a fresh clone would have it (tracked + untracked-not-ignored files)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split("\n")
-    for rel in filter(None, files):
-        src = REPO / rel
-        if src.is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    params = yaml.safe_load((dst / "params.yaml").read_text())
-    params = deep_merge(params, REDUCED)
-    params["ablation"] = ABLATION
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "init", "-q"], dst)
-    _run(["git", "add", "-A"], dst)
-    _run(["git", "commit", "-qm", "reduced default"], dst)
+    clone_working_tree(dst, REDUCED, {"ablation": ABLATION})
 
 
 def _stages_run(output: str) -> set[str]:
@@ -158,7 +121,7 @@ def test_mlflow_server_shows_every_stage_run(pipeline):
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}",
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=repo, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=repo, env=e2e_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):

@@ -224,6 +224,8 @@ def compose_scene(rng: np.random.Generator, size: int, n_objects: int,
         raise ValueError(f"image size {size} is too small to draw patterns; use at least 16 px")
     if n_objects < 1:
         raise ValueError(f"n_objects must be at least 1, got {n_objects}")
+    if single and n_objects != 1:
+        raise ValueError(f"single=True draws exactly one object, got n_objects={n_objects}")
     allowed = _resolve_classes(classes_allowed)
     if class_ids is None:
         class_ids = rng.choice(allowed, size=n_objects).tolist()
@@ -277,9 +279,10 @@ def render_scene(rng: np.random.Generator, size: int, n_objects: int,
     return scene.image, scene.label
 
 
-def render_single(rng: np.random.Generator, size: int, class_id: int | None = None,
+def render_single(rng: np.random.Generator, size: int, class_id: int | str | None = None,
                   classes_allowed: Sequence[int | str] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
-    """One large centred object: image (H, W, 3) uint8, label (H, W) uint8 and its class id."""
+    """One large centred object: image (H, W, 3) uint8, label (H, W) uint8 and its class id
+    (class_id, an id or a name, fixes the class; otherwise it is drawn from classes_allowed)."""
     ids = None if class_id is None else [int(_resolve_classes([class_id])[0])]
     scene = compose_scene(rng, size, 1, classes_allowed, class_ids=ids, single=True)
     return scene.image, scene.label, scene.objects[0].class_id
@@ -380,7 +383,7 @@ def generate_synthetic(data_cfg: Any, out_root: Path) -> dict[str, Any]:
                 classes = rng.integers(n_classes, size=k)
                 classes[-1] = i % n_classes  # drawn last: on top, never hidden
                 scene = compose_scene(rng, size, k, class_ids=classes.tolist())
-                Image.fromarray(scene.image, mode="RGB").save(tmp / "images" / split / f"{img_id}.png")
+                Image.fromarray(scene.image).save(tmp / "images" / split / f"{img_id}.png")
                 canonical.write_label(canonical.label_path(tmp, split, img_id), scene.label)
                 pixels[split] += np.bincount(scene.label[scene.label != IGNORE_INDEX], minlength=n_classes)
             canonical.write_list(tmp, split, ids)

@@ -16,6 +16,11 @@ Our choices (none of this is in the paper):
 - AdamW (betas 0.9/0.98, eps 1e-6 as in CLIP), no weight decay on gains, biases, embeddings and
   the logit scale (open_clip's rule), linear warm-up then cosine decay to 0.
 - Images are normalised with ImageNet statistics (ldvc.data.normalize), like every model input here.
+
+Measured (ldvc-tiny-vit, 200 steps, batch 128, lr 1e-3, warm-up 20, 2 threads, seed 0): zero-shot
+accuracy 90.2% over all 18 classes (seen 89.0%, unseen 94.3%, 396 held-out images). Colour is
+always right; every error confuses the fill pattern (e.g. "dotted blue" vs "striped blue").
+About 1.1 steps/s on an idle 2-core machine (about 3 minutes), 0.28 steps/s when shared.
 """
 
 from __future__ import annotations

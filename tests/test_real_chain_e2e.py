@@ -1,0 +1,62 @@
+"""The real-data chain as `dvc repro` runs it with the VOC preset: `ldvc preset voc`, then download
+(over HTTP from a loopback server holding miniature VOC 2012 + SBD archives in the real layouts)
+-> prepare -> split -> clip -> train -> evaluate. Only the sizes are shrunk (small CLIP, 64 px,
+a few iterations) so that it runs on a CPU in CI; the code path is the paper's.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fixtures import build_mini_voc, serve_directory
+from fixtures.mini_datasets import TRAIN_AUG, VOC_VAL
+from fixtures.repo_clone import clone_working_tree, run, write_params
+
+from ldvc.data.classes import VOC_CLASSES
+
+pytestmark = pytest.mark.slow
+
+SHRINK = {
+    "data": {"image_size": 64},
+    "clip": {"model": "ldvc-tiny-vit", "pretrained": "pipeline",
+             "pretrain": {"steps": 4, "batch_size": 16, "warmup_steps": 1, "eval_images": 24}},
+    "prompt": {"visual_tokens": 2},
+    "decoder": {"layers": 1, "heads": 4, "width": 64, "ffn": 128, "route_regions": 4, "route_topk": 2},
+    "train": {"iters": 4, "batch_size": 4, "checkpoint_every": 2, "log_every": 1, "warmup_iters": 1,
+              "num_workers": 0, "accelerate_config": "configs/accelerate/cpu.yaml"},
+    "transductive": {"init_iter": 2, "iters": 2},
+    "eval": {"mode": "slide", "window": 64, "stride": 53, "batch_size": 1, "num_visualize": 1},
+}
+
+
+def test_voc_preset_chain_from_urls(tmp_path):
+    archives = build_mini_voc(tmp_path / "www")
+    repo = clone_working_tree(tmp_path / "repo", commit=False)
+    run(["ldvc", "preset", "voc"], repo)
+    log: list = []
+    with serve_directory(tmp_path / "www", log=log) as url:
+        sources = {name: {"url": url + path.name, "md5": md5} for name, (path, md5) in archives.items()}
+        write_params(repo, {**SHRINK, "data": {**SHRINK["data"], "sources": sources}})
+        run(["git", "init", "-q"], repo)
+        run(["git", "add", "-A"], repo)
+        run(["git", "commit", "-qm", "voc preset, shrunk"], repo)
+        out = run(["dvc", "repro", "evaluate_inductive"], repo)
+    requested = {entry[0] for entry in log}
+    assert {"/VOCtrainval_11-May-2012.tar", "/benchmark.tgz"} <= requested, log
+    text = out.stdout + out.stderr
+    for stage in ("download", "split", "clip", "train_inductive@0", "evaluate_inductive@0"):
+        assert f"Running stage '{stage}'" in text
+
+    meta = json.loads((repo / "data/prepared/meta.json").read_text())
+    assert meta["dataset"] == "voc" and meta["classes"] == VOC_CLASSES
+    assert meta["splits"] == {"train": len(TRAIN_AUG), "val": len(VOC_VAL)}
+    split = json.loads((repo / "data/split.json").read_text())
+    assert split["unseen_names"] == ["pottedplant", "sheep", "sofa", "train", "tvmonitor"]
+    # the archives are cached at the repository root, outside every DVC output
+    assert sorted(p.name for p in (repo / ".cache/downloads").iterdir() if p.suffix in {".tar", ".tgz"}) == \
+        ["VOCtrainval_11-May-2012.tar", "benchmark.tgz"]
+    metrics = json.loads((repo / "runs/ldvc/seed0/inductive/metrics.json").read_text())
+    assert metrics["dataset"] == "voc"
+    for key in ("pAcc", "mIoU_seen", "mIoU_unseen", "hIoU"):
+        assert 0.0 <= metrics[key] <= 100.0
