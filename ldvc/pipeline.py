@@ -15,6 +15,7 @@ Layout (relative to the repository root):
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -43,6 +44,28 @@ def load_stage_config(variant: str = MAIN_VARIANT) -> Config:
 def is_main_process() -> bool:
     # accelerate launch / torchrun set RANK; a plain `python stages/x.py` is the only process.
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def run_arguments(doc: str | None, with_setting: bool = True) -> argparse.Namespace:
+    """Arguments of the run stages: `--setting --seed [--variant]` (train, evaluate) or
+    `--variant` (ablation, which loops over the seeds itself)."""
+    ap = argparse.ArgumentParser(description=doc)
+    if with_setting:
+        ap.add_argument("--setting", choices=["inductive", "transductive"], required=True)
+        ap.add_argument("--seed", type=int, required=True)
+        ap.add_argument("--variant", default=MAIN_VARIANT)
+    else:
+        ap.add_argument("--variant", required=True)
+    return ap.parse_args()
+
+
+def run_inputs(variant: str, seed: int) -> tuple[Config, dict[str, Any], Path | None]:
+    """(config with project.seed = seed, split, CLIP weights file) for one run."""
+    from ldvc.data.split import load_split
+
+    cfg = load_stage_config(variant)
+    cfg.project.seed = seed
+    return cfg, load_split(SPLIT_FILE), clip_weights()[1]
 
 
 def read_json(path: Path) -> Any:

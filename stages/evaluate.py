@@ -3,46 +3,26 @@ IoU, fragmentation, per-class table, confusion matrix and overlays (`accelerate 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from ldvc.config import MAIN_VARIANT
-from ldvc.data.split import load_split
-from ldvc.pipeline import (
-    SPLIT_FILE,
-    annotate_metrics,
-    clip_weights,
-    is_main_process,
-    load_stage_config,
-    numeric,
-    run_dir,
-    run_tags,
-)
+from ldvc.pipeline import annotate_metrics, is_main_process, numeric, run_arguments, run_dir, run_inputs, run_tags
 from ldvc.tracking import stage_run
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--setting", choices=["inductive", "transductive"], required=True)
-    ap.add_argument("--seed", type=int, required=True)
-    ap.add_argument("--variant", default=MAIN_VARIANT)
-    args = ap.parse_args()
-
-    cfg = load_stage_config(args.variant)
-    cfg.project.seed = args.seed
-    split = load_split(SPLIT_FILE)
-    _, weights = clip_weights()
+    args = run_arguments(__doc__)
+    cfg, split, weights = run_inputs(args.variant, args.seed)
     out = run_dir(args.variant, args.seed, args.setting)
     checkpoint = Path(cfg.eval.checkpoint) if cfg.eval.checkpoint else out / "model.pt"
 
     from ldvc.eval.evaluate import evaluate_checkpoint
 
+    main_process = is_main_process()
     tags = run_tags(cfg, args.variant, args.seed, args.setting)
-    main = is_main_process()
-    with stage_run(f"evaluate_{args.setting}", cfg, tags=tags, main_process=main,
+    with stage_run(f"evaluate_{args.setting}", cfg, tags=tags, main_process=main_process,
                    record_to=out / "eval_run.json") as run:
         evaluate_checkpoint(cfg, args.setting, split, cfg.data.root, checkpoint, weights, out, log=run.log_metrics)
-        if main:
+        if main_process:
             metrics = annotate_metrics(out, cfg, args.variant, args.seed, args.setting)
             run.log_metrics(numeric(metrics))
             for name in ("metrics.json", "per_class_iou.csv", "confusion.png", "overlays"):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "1")
@@ -34,3 +35,13 @@ def mini_coco_stuff_archives(tmp_path_factory: pytest.TempPathFactory) -> dict[s
 @pytest.fixture(scope="session")
 def mini_coco_json(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return build_mini_coco_json(tmp_path_factory.mktemp("coco_json"))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tests run on 2-core CI machines next to subprocesses: one intra-op thread each keeps them
+    from oversubscribing the cores (and makes CPU float sums reproducible)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

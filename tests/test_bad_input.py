@@ -3,39 +3,19 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
-import torch
-from test_evaluate import tiny_config, tiny_setup
+from fixtures.engine import fresh_checkpoint, tiny_config, tiny_setup
 
 from ldvc.data.dataset import DatasetError
 from ldvc.train.checkpoint import CheckpointError, atomic_save, latest_checkpoint, load_checkpoint
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _fresh_checkpoint(cfg, split, path: Path) -> Path:
-    """A valid checkpoint of an untrained model (no training needed to test loading)."""
-    from ldvc.train.loop import build_model, checkpoint_payload
-
-    model = build_model(cfg, None, split["classes"])
-    clip = {"model": cfg.clip.model, "weights": None, "sha256": None}
-    atomic_save(checkpoint_payload(model, cfg, "inductive", split, 0, 0, clip), path)
-    return path
 
 
 def test_corrupt_and_mismatched_checkpoints(tmp_path):
     from ldvc.eval.evaluate import evaluate_checkpoint
 
     cfg, split, root, _, _ = tiny_setup(tmp_path)
-    good = _fresh_checkpoint(cfg, split, tmp_path / "good.pt")
+    good = fresh_checkpoint(cfg, split, tmp_path / "good.pt")
     out = tmp_path / "eval"
 
     corrupt = tmp_path / "corrupt.pt"
@@ -62,7 +42,7 @@ def test_empty_split_and_undecodable_image(tmp_path):
     from ldvc.train.loop import train_segmentor
 
     cfg, split, root, _, _ = tiny_setup(tmp_path)
-    good = _fresh_checkpoint(cfg, split, tmp_path / "good.pt")
+    good = fresh_checkpoint(cfg, split, tmp_path / "good.pt")
     empty = tmp_path / "empty"
     shutil.copytree(root, empty)
     (empty / "lists" / "train.txt").write_text("")

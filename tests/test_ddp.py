@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_evaluate import REPO, tiny_setup, valid_gt_pixels
+from fixtures.engine import REPO, tiny_setup, valid_gt_pixels
 
 from ldvc.data.canonical import list_ids
 

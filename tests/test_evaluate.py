@@ -1,72 +1,20 @@
 """Training (inductive -> transductive) and evaluation end to end in-process on a tiny setup, plus
 the pieces a user relies on: label mapping, pseudo-labels, calibration, sliding windows, outputs.
 
-`tiny_setup` is shared with the other engine tests (test_resume, test_ddp, test_bad_input,
-test_predict) through a plain import: tiny CLIP with random weights, 64 px synthetic data.
+The tiny set-up (tiny CLIP with random weights, 64 px synthetic data) is tests/fixtures/engine.py.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
+from fixtures.engine import tiny_config, tiny_setup, valid_gt_pixels
 
-from ldvc.config import Config, config_from_dict, deep_merge, load_config
-from ldvc.data.canonical import label_path, list_ids, read_label
-from ldvc.data.split import make_split, save_split
-from ldvc.data.synthetic import generate_synthetic
-
-REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-TINY = {
-    "data": {"synthetic": {"train_images": 8, "val_images": 5}},
-    "prompt": {"visual_tokens": 2, "text_tokens": 2},
-    "decoder": {"layers": 1, "width": 64, "heads": 2, "ffn": 128},
-    "train": {"iters": 4, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, "warmup_iters": 1,
-              "num_workers": 0, "deterministic": True, "resume": "auto"},
-    "transductive": {"init_iter": 2, "iters": 2},
-    "eval": {"mode": "whole", "batch_size": 2, "num_visualize": 2, "window": 64, "stride": 40},
-}
-
-
-def tiny_config(overrides: dict | None = None) -> Config:
-    base = load_config(REPO / "params.yaml").to_dict()
-    return config_from_dict(deep_merge(deep_merge(base, TINY), overrides or {}))
-
-
-def tiny_setup(tmp: Path, overrides: dict | None = None) -> tuple[Config, dict, Path, Path, Path]:
-    """(cfg, split, data_root, params_path, split_path) under tmp; params/split also written to
-    files for the command-line (subprocess) tests."""
-    cfg = tiny_config(overrides)
-    root = tmp / "data"
-    if not (root / "meta.json").exists():
-        generate_synthetic(cfg.data, root)
-    classes = json.loads((root / "meta.json").read_text())["classes"]
-    split = make_split(classes, "default", "synthetic")
-    params, split_path = tmp / "params.yaml", tmp / "split.json"
-    params.write_text(yaml.safe_dump(cfg.to_dict()))
-    save_split(split, split_path)
-    return cfg, split, root, params, split_path
-
-
-def valid_gt_pixels(root: Path) -> int:
-    return sum(int((read_label(label_path(root, "val", i)) != 255).sum()) for i in list_ids(root, "val"))
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+from ldvc.data.canonical import list_ids
 
 # ------------------------------------------------------------------------------------------- units
 

@@ -7,25 +7,15 @@ import sys
 
 import numpy as np
 import pytest
-import torch
+from fixtures.engine import REPO, fresh_checkpoint, tiny_setup
 from PIL import Image
-from test_bad_input import _fresh_checkpoint
-from test_evaluate import REPO, tiny_setup
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_predict_any_classes_in_process(tmp_path):
     from ldvc.predict import parse_classes, predict
 
     cfg, split, _, _, _ = tiny_setup(tmp_path)
-    ckpt = _fresh_checkpoint(cfg, split, tmp_path / "model.pt")
+    ckpt = fresh_checkpoint(cfg, split, tmp_path / "model.pt")
     rng = np.random.default_rng(0)
     img = tmp_path / "wide.jpg"
     Image.fromarray(rng.integers(0, 255, (50, 90, 3), dtype=np.uint8)).save(img)
@@ -42,7 +32,7 @@ def test_predict_any_classes_in_process(tmp_path):
 
 def test_predict_command_line(tmp_path):
     cfg, split, root, _, _ = tiny_setup(tmp_path)
-    ckpt = _fresh_checkpoint(cfg, split, tmp_path / "model.pt")
+    ckpt = fresh_checkpoint(cfg, split, tmp_path / "model.pt")
     image = next((root / "images" / "val").iterdir())
     cmd = [sys.executable, "-m", "ldvc", "predict", str(image), "--classes", "red,striped blue,yellow",
            "--checkpoint", str(ckpt), "--out", str(tmp_path / "pred")]

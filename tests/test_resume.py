@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_evaluate import REPO, tiny_setup
+from fixtures.engine import REPO, tiny_setup
 
 from ldvc.train.checkpoint import list_checkpoints, load_checkpoint
 
