@@ -25,10 +25,11 @@ def test_label_mapping_per_setting():
     split = {"classes": ["a", "b", "c", "d"], "seen": [0, 2, 3], "unseen": [1]}
     raw = torch.tensor([0, 1, 2, 3, 255])
     assert label_lut(split, "inductive")[raw].tolist() == [0, 255, 1, 2, 255]  # seen index space
-    assert label_lut(split, "transductive")[raw].tolist() == [0, 255, 2, 3, 255]  # all-class space
+    # all-class space; unseen pixels marked for pseudo-labelling, apart from truly ignored ones
+    assert label_lut(split, "transductive")[raw].tolist() == [0, -1, 2, 3, 255]
 
 
-def test_pseudo_labels_fill_ignored_pixels_with_best_unseen_class():
+def test_pseudo_labels_fill_unseen_pixels_with_best_unseen_class_and_leave_ignore_alone():
     from ldvc.train.loop import pseudo_label
 
     logits = torch.full((1, 4, 1, 4), -5.0)
@@ -36,13 +37,16 @@ def test_pseudo_labels_fill_ignored_pixels_with_best_unseen_class():
     logits[0, 1, 0, :2] = 1.0
     logits[0, 3, 0, 2:] = 2.0
     logits[0, 3, 0, 3] = -4.0  # weak: below the threshold below
-    target = torch.tensor([[[255, 2, 255, 255]]])
+    target = torch.tensor([[[-1, 2, -1, -1]]])  # three unseen-class pixels, one seen
     pad = torch.tensor([[[False, False, False, False]]])
     unseen = torch.tensor([1, 3])
     assert pseudo_label(logits, target, pad, unseen, None).tolist() == [[[1, 2, 3, 3]]]
     assert pseudo_label(logits, target, pad, unseen, 0.5).tolist() == [[[1, 2, 3, 255]]]
     pad[0, 0, 0] = True  # crop padding is not part of the photo: stays ignored
     assert pseudo_label(logits, target, pad, unseen, None)[0, 0, 0] == 255
+    # truly ignored pixels (background, boundaries) are never pseudo-labelled (ZegCLIP keeps them 255)
+    assert pseudo_label(logits, torch.tensor([[[255, 2, 255, 255]]]), pad, unseen, None).tolist() == \
+        [[[255, 2, 255, 255]]]
 
 
 def test_inductive_calibration_lowers_seen_scores():

@@ -7,12 +7,13 @@ gloo on a CPU machine). What happens in a step:
 - Inductive: the model sees only the SEEN class embeddings (class_ids = seen); targets are
   remapped into the seen index space and unseen pixels become ignore (255).
 - Transductive: all class names are known (class_ids = None = all); seen pixels keep their
-  class, and every pixel that is ignore after the inductive mapping gets a pseudo-label = argmax
-  over the UNSEEN classes of the model's current (detached) sigmoid scores, from the same
-  forward pass as ZegCLIP does; `transductive.pseudo_threshold` optionally keeps pixels whose
-  best unseen score is below it ignored (default none, as ZegCLIP). As in ZegCLIP, pixels that
-  were ignore in the data itself (VOC's background) are pseudo-labelled too; our choice:
-  padding added by the crop (not part of the photo) never is. It starts from the inductive
+  class, and every pixel of an UNSEEN class gets a pseudo-label = argmax over the unseen classes
+  of the model's current (detached) sigmoid scores, from the same forward pass, as ZegCLIP does
+  (its `_visiable_mask_st` maps unseen ids to -1 and only those pixels are pseudo-labelled: the
+  location of unseen objects is used, never their class). Pixels that are ignore in the data
+  itself (VOC's background, boundaries) and crop padding stay ignored.
+  `transductive.pseudo_threshold` optionally keeps pixels whose best unseen score is below it
+  ignored (default none, as ZegCLIP). It starts from the inductive
   checkpoint at `transductive.init_iter` and runs `transductive.iters` iterations with its own
   fresh optimizer and schedule.
 
@@ -95,27 +96,37 @@ def set_deterministic(enabled: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+# Transductive targets mark unseen-class pixels apart from truly ignored ones (ZegCLIP maps them
+# to -1): only they get pseudo-labels; background/boundary/padding pixels (255) stay ignored.
+UNSEEN_PIXEL = -1
+
+
 def label_lut(split: dict, setting: str) -> torch.Tensor:
     """(256,) long: raw train id -> training target. Inductive: seen ids -> 0..S-1 (the seen index
-    space), unseen and 255 -> 255. Transductive: seen ids kept, unseen -> 255 (pseudo-labelled)."""
+    space), unseen and 255 -> 255. Transductive: seen ids kept, unseen -> UNSEEN_PIXEL (their class
+    is not used: `pseudo_label` fills them), 255 -> 255."""
     lut = torch.full((256,), IGNORE_INDEX, dtype=torch.long)
     for pos, c in enumerate(split["seen"]):
         lut[c] = pos if setting == "inductive" else c
+    if setting == "transductive":
+        lut[torch.as_tensor(split["unseen"], dtype=torch.long)] = UNSEEN_PIXEL
     return lut
 
 
 def pseudo_label(logits: torch.Tensor, target: torch.Tensor, pad: torch.Tensor, unseen: torch.Tensor,
                  threshold: float | None) -> torch.Tensor:
-    """Fill ignored (non-padding) pixels with the argmax over unseen classes of the sigmoid scores.
+    """Give each unseen-class pixel (UNSEEN_PIXEL) the argmax over unseen classes of the sigmoid
+    scores (ZegCLIP's self-training); below `threshold`, or in crop padding, it becomes ignore.
 
     logits (B, C, H, W), target / pad (B, H, W), unseen (U,) class ids; returns a new target."""
     with torch.no_grad():
         scores = logits.detach().float().sigmoid().index_select(1, unseen)  # (B, U, H, W)
         best, arg = scores.max(dim=1)  # (B, H, W)
-        fill = (target == IGNORE_INDEX) & ~pad
+        fill = (target == UNSEEN_PIXEL) & ~pad
         if threshold is not None:
             fill &= best > threshold
-        return torch.where(fill, unseen[arg], target)
+        labelled = torch.where(fill, unseen[arg], target)
+        return labelled.masked_fill(labelled == UNSEEN_PIXEL, IGNORE_INDEX)
 
 
 def _validate_inputs(cfg: Config, setting: str, split: dict, folder: SegmentationFolder) -> None:
