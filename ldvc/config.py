@@ -380,6 +380,16 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"'seeds' has duplicates: {cfg.seeds}")
     if isinstance(cfg.split.unseen, str) and cfg.split.unseen != "default":
         raise ConfigError(f"'split.unseen' must be 'default' or a list of class names, got {cfg.split.unseen!r}")
+    if isinstance(cfg.split.unseen, list) and cfg.data.dataset != "coco_json":
+        # The class lists of the built-in datasets are known before anything is downloaded (a
+        # coco_json dataset's come from its annotation file: the split stage checks those).
+        from ldvc.data.classes import dataset_classes
+        from ldvc.data.split import SplitError, make_split
+
+        try:
+            make_split(dataset_classes(cfg.data), cfg.split.unseen, cfg.data.dataset)
+        except SplitError as err:
+            raise ConfigError(f"'split.unseen': {err}") from None
     for name, overlay in cfg.ablation.items():
         if name == MAIN_VARIANT:
             raise ConfigError(f"'ablation.{name}': the name {MAIN_VARIANT!r} is reserved for the main runs")

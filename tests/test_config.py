@@ -40,6 +40,7 @@ def test_committed_params_load_and_every_ablation_variant_is_valid():
         ("eval", "stride", 1000, "eval.stride"),
         ("transductive", "init_iter", 7, "transductive.init_iter"),
         ("split", "unseen", "some", "split.unseen"),
+        ("split", "unseen", ["striped purple", "dotted magenta"], "dotted magenta"),
     ],
 )
 def test_bad_values_are_named(section, key, value, message):

@@ -96,6 +96,10 @@ def test_experiment_reruns_only_decoder_stages(pipeline):
     exp_names = [e["name"] for rev in show for e in (rev.get("experiments") or []) if e.get("name")]
     assert exp_names
     pipeline["exp_names"] = exp_names
+    # the regeneration command adds the experiment's row to the tables
+    _run(["python", "-m", "ldvc.reports", "--from-mlflow", "--out", "regenerated"], repo)
+    main_table = (repo / "regenerated" / "tables" / "main.md").read_text()
+    assert any(f"exp: {name}" in main_table for name in exp_names), main_table
 
 
 def _free_port() -> int:
