@@ -49,7 +49,7 @@ def test_voc_preset_chain_from_urls(tmp_path):
         assert f"Running stage '{stage}'" in text
 
     meta = json.loads((repo / "data/prepared/meta.json").read_text())
-    assert meta["dataset"] == "voc" and meta["classes"] == VOC_CLASSES
+    assert meta["dataset"] == "voc" and meta["classes"] == list(VOC_CLASSES)
     assert meta["splits"] == {"train": len(TRAIN_AUG), "val": len(VOC_VAL)}
     split = json.loads((repo / "data/split.json").read_text())
     assert split["unseen_names"] == ["pottedplant", "sheep", "sofa", "train", "tvmonitor"]
