@@ -71,7 +71,7 @@ def parameters_markdown() -> str:
         ("LDVC (lctd, route attention, text prompts 4 tokens x 12 layers)", "lctd", -1),
         ("LDVC without text prompts", "lctd", 0),
         ("ZegCLIP baseline (zegclip decoder, no text prompts)", "zegclip", 0),
-        ("zegclip decoder + text prompts (the `zegclip` ablation as params.yaml defines it)", "zegclip", -1),
+        ("zegclip decoder + text prompts (for comparison; the `zegclip` ablation has none)", "zegclip", -1),
     ]
     zeg = mask_head = 0
     for label, decoder, text_depth in variants:
