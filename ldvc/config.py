@@ -265,14 +265,13 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce(a, value, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                continue
         raise ConfigError(f"'{key}': {value!r} matches none of {_tname(tp)}")
     if origin is Literal:
         # YAML 1.1 reads a bare `no` as false, and tools that rewrite params.yaml (dvc exp run -S)

@@ -55,11 +55,11 @@ def params_hash(cfg: Config) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def pipeline_id(cfg: Config) -> str:
+def pipeline_id(cfg: Config, commit: str | None = None) -> str:
     exp = os.environ.get("DVC_EXP_NAME")
     if exp:
         return f"exp:{exp}"
-    return f"{git_commit()[:10]}-{params_hash(cfg)}"
+    return f"{(commit or git_commit())[:10]}-{params_hash(cfg)}"
 
 
 def _client_and_experiment(cfg: Config):
@@ -84,10 +84,8 @@ def _client_and_experiment(cfg: Config):
     return client, exp_id
 
 
-def ensure_parent_run(cfg: Config) -> str:
+def ensure_parent_run(cfg: Config, client, exp_id: str, pid: str, commit: str) -> str:
     """The parent run of this pipeline run / DVC experiment (found by tag, else created)."""
-    client, exp_id = _client_and_experiment(cfg)
-    pid = pipeline_id(cfg)
     found = client.search_runs(
         [exp_id], filter_string=f"tags.`ldvc.role` = 'pipeline' AND tags.`ldvc.pipeline_id` = '{pid}'",
         max_results=1,
@@ -98,7 +96,7 @@ def ensure_parent_run(cfg: Config) -> str:
     tags = {
         "ldvc.role": "pipeline",
         "ldvc.pipeline_id": pid,
-        "git.commit": git_commit(),
+        "git.commit": commit,
         "dvc.exp_name": exp_name,
         "ldvc.dataset": cfg.data.dataset,
         "mlflow.runName": exp_name or f"pipeline {pid}",
@@ -182,15 +180,18 @@ def stage_run(stage: str, cfg: Config, tags: dict[str, Any] | None = None, main_
         return
     import mlflow
 
-    parent = ensure_parent_run(cfg)
+    # One store lookup and one `git rev-parse` per stage, shared by the parent and the child run.
     client, exp_id = _client_and_experiment(cfg)
+    commit = git_commit()
+    pid = pipeline_id(cfg, commit)
+    parent = ensure_parent_run(cfg, client, exp_id, pid, commit)
     exp_name = os.environ.get("DVC_EXP_NAME", "")
     all_tags = {
         "ldvc.role": "stage",
         "ldvc.stage": stage,
         "ldvc.dataset": cfg.data.dataset,
-        "ldvc.pipeline_id": pipeline_id(cfg),
-        "git.commit": git_commit(),
+        "ldvc.pipeline_id": pid,
+        "git.commit": commit,
         "dvc.exp_name": exp_name,
         "dvc.stage": os.environ.get("DVC_STAGE", stage),
         **{k: str(v) for k, v in (tags or {}).items()},
