@@ -1,29 +1,89 @@
-"""Typed, validated configuration: params.yaml -> nested dataclasses.
+"""Typed configuration: params.yaml -> nested dataclasses, every numeric parameter with its range.
 
-One source of defaults (the dataclasses below, ZegCLIP values where the paper is silent), one
-file of overrides (params.yaml, which DVC tracks section by section). Loading is strict, in the
-spirit of nanoGPT's configurator: an unknown key, a wrong type or an impossible value raises
-`ConfigError` naming the dotted key and the fix, before any expensive work starts.
+One source of defaults (the dataclasses below: ZegCLIP's values where the LDVC paper is silent),
+one file of overrides (params.yaml, which DVC tracks section by section). Loading is strict, in
+the spirit of nanoGPT's configurator: an unknown key, a wrong type, a value outside its range or
+two keys that contradict each other raise `ConfigError` naming the dotted key, what was expected,
+what was found and the fix, before any expensive work starts.
+
+Layering (no import cycles): this module imports nothing from `ldvc`. It checks what the
+parameters alone can tell. Checks that need the decoder registry, a dataset's class list or a
+CLIP architecture live one level up in `ldvc.validate`, which every stage calls before work.
+
+params.yaml is read with a YAML 1.2 loader (ruamel), as DVC reads and writes it: `no` is the
+string "no" and `2e-05` is a float, with no YAML 1.1 quirks to patch.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import io
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 MAIN_VARIANT = "ldvc"  # the name under which the main (non-ablation) runs are recorded
+CROSS_ROOT = "data/cross"  # cross-dataset targets are prepared into data/cross/<target>
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # ablation variants, cross-dataset targets: path-safe
 
 
 class ConfigError(ValueError):
-    """A parameter is unknown, mistyped or impossible; the message names the key."""
+    """A parameter is unknown, mistyped, out of range or contradicts another; the message names the key."""
+
+
+# --------------------------------------------------------------------------------------------
+# Ranges: declared next to each field (metadata), checked generically for every numeric value.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    ge: float | None = None  # lower bound, inclusive
+    gt: float | None = None  # lower bound, exclusive
+    le: float | None = None
+    lt: float | None = None
+    special: tuple[Any, ...] = ()  # values allowed outside the range (e.g. -1 = all layers)
+    meaning: str = ""  # what a special value means, for the message
+
+    def ok(self, v: float) -> bool:
+        if v in self.special:
+            return True
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
+                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
+
+    def describe(self) -> str:
+        parts = []
+        if self.ge is not None:
+            parts.append(f">= {self.ge:g}")
+        if self.gt is not None:
+            parts.append(f"> {self.gt:g}")
+        if self.le is not None:
+            parts.append(f"<= {self.le:g}")
+        if self.lt is not None:
+            parts.append(f"< {self.lt:g}")
+        text = " and ".join(parts) or "a finite number"
+        if self.special:
+            text += f", or {' / '.join(map(str, self.special))}" + (f" ({self.meaning})" if self.meaning else "")
+        return text
+
+
+def num(default: Any, **bounds: Any) -> Any:
+    """A dataclass field with a default and a Range (ge/gt/le/lt/special/meaning)."""
+    return field(default=default, metadata={"range": Range(**bounds)})
+
+
+POSITIVE = {"ge": 1}
+NON_NEGATIVE = {"ge": 0}
+PROBABILITY = {"ge": 0.0, "lt": 1.0}
+ALL_LAYERS = {"ge": 0, "special": (-1,), "meaning": "-1 = all layers"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -34,17 +94,23 @@ class ConfigError(ValueError):
 
 @dataclass
 class ProjectConfig:
-    seed: int = 0
+    seed: int = num(0, **NON_NEGATIVE)
     mlflow_experiment: str = "ldvc"
+    # The protocol results are compared against: the preset (presets/<name>.yaml) whose values of
+    # the protocol-defining keys (ldvc/protocol.py) a run must keep to be reported unmarked.
+    protocol: str = "voc"
 
 
 @dataclass
 class SyntheticConfig:
-    train_images: int = 1600
-    val_images: int = 200
-    min_objects: int = 2
-    max_objects: int = 4
-    seed: int = 0
+    train_images: int = num(1600, **POSITIVE)
+    val_images: int = num(200, **POSITIVE)
+    min_objects: int = num(2, ge=1, le=16)
+    max_objects: int = num(4, ge=1, le=16)
+    seed: int = num(0, **NON_NEGATIVE)
+    # default: the world the model trains in; shifted: another world (backgrounds, sizes, noise,
+    # a partly different vocabulary built from the same words) for cross-dataset evaluation.
+    world: Literal["default", "shifted"] = "default"
 
 
 @dataclass
@@ -56,33 +122,37 @@ class CocoJsonConfig:
     classes: list[str] = field(default_factory=list)
 
 
+DATASETS = ("synthetic", "voc", "coco_stuff", "context59", "coco_json")
+
+
 @dataclass
 class DataConfig:
-    dataset: Literal["synthetic", "voc", "coco_stuff", "coco_json"] = "voc"
+    dataset: Literal["synthetic", "voc", "coco_stuff", "context59", "coco_json"] = "voc"
     root: str = "data/prepared"
     cache_dir: str = ".cache/downloads"
     extracted_dir: str | None = None
     sources: dict[str, dict[str, str]] = field(default_factory=dict)
-    num_workers: int = 4
-    image_size: int = 512  # model input and training crop (ZegCLIP: 512)
+    num_workers: int = num(4, **NON_NEGATIVE)
+    image_size: int = num(512, ge=8, le=4096)  # model input and training crop (ZegCLIP: 512)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     coco_json: CocoJsonConfig = field(default_factory=CocoJsonConfig)
 
 
 @dataclass
 class SplitConfig:
-    # "default" = the ZegCLIP split of the dataset; otherwise the unseen class names.
+    # "default" = the ZegCLIP split of the dataset; otherwise the unseen class names. An empty
+    # list (only in an ablation variant) trains on every class: the fully supervised upper bound.
     unseen: str | list[str] = "default"
 
 
 @dataclass
 class ClipPretrainConfig:
-    steps: int = 300
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 30
-    eval_images: int = 400
+    steps: int = num(300, **POSITIVE)
+    batch_size: int = num(128, ge=2)  # a contrastive batch needs at least one negative
+    lr: float = num(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = num(0.1, ge=0.0, le=1.0)
+    warmup_steps: int = num(30, **NON_NEGATIVE)
+    eval_images: int = num(400, **POSITIVE)
 
 
 @dataclass
@@ -94,82 +164,105 @@ class ClipConfig:
 
 @dataclass
 class PromptConfig:
-    visual_tokens: int = 10  # ZegCLIP VOC (COCO: 100)
-    visual_depth: int = -1  # -1 = all layers
-    text_tokens: int = 4  # LDVC: deep text prompts; the count is our choice
-    text_depth: int = -1  # -1 = all layers, 0 = no text prompts
-    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    visual_tokens: int = num(10, ge=0, le=1000)  # ZegCLIP VOC (COCO: 100)
+    visual_depth: int = num(-1, **ALL_LAYERS)
+    text_tokens: int = num(4, ge=0, le=64)  # LDVC: deep text prompts; the count is our choice
+    text_depth: int = num(-1, **ALL_LAYERS)  # 0 = no text prompts
+    # ZegCLIP's VOC embeddings are CLIP's for "a photo of a {c}" (no full stop: its
+    # get_embedding.ipynb); COCO-Stuff: the mean of its 15 templates.
+    templates: list[str] = field(default_factory=lambda: ["a photo of a {}"])
+
+
+@dataclass
+class EncoderConfig:
+    """ZegCLIP's VPT image encoder (models/backbone/img_encoder.py, VPTCLIPVisionTransformer)."""
+
+    prompt_proj: bool = True  # one shared learnable Linear(width, width) on every layer's prompts
+    prompt_dropout: float = num(0.1, **PROBABILITY)  # dropout on the projected prompts
+    prompt_norm: bool = True  # learnable LayerNorm (eps 1e-6) on the last hidden states before ln_post
+    # ZegCLIP's configs set drop_path_rate=0.1, but its ResidualAttentionBlock.forward never applies
+    # the DropPath it builds: the faithful value is 0 (see ldvc/model/image_encoder.py).
+    drop_path: float = num(0.0, **PROBABILITY)
+    cls_quirk: bool = True  # ZegCLIP's CLS token = 2 * class_embedding + pos[0] (class embedding added twice)
 
 
 @dataclass
 class DecoderConfig:
     type: str = "lctd"
-    layers: int = 3
-    heads: int = 8
-    width: int = 512
-    ffn: int = 2048
-    dropout: float = 0.0
-    route_attention: bool = True
-    route_regions: int = 8
-    route_topk: int = 4
+    layers: int = num(3, ge=1, le=64)
+    heads: int = num(8, ge=1, le=128)
+    width: int = num(512, ge=1, le=16384)
+    ffn: int = num(2048, ge=1, le=65536)
+    dropout: float = num(0.1, **PROBABILITY)  # ZegCLIP: TransformerDecoderLayer dropout and attn_drop 0.1
+    # ZegCLIP's `use_proj` (False in its configs): Linear(D, width) + LayerNorm on the patch tokens.
+    # Without it the CLIP embedding size D must equal decoder.width.
+    input_proj: bool = False
+    route_attention: bool = True  # false = plain self-attention (ablation)
+    route_regions: int = num(8, **POSITIVE)
+    route_topk: int = num(4, **POSITIVE)
     lepe: bool = False
 
 
 @dataclass
 class LossConfig:
-    focal_weight: float = 100.0
-    dice_weight: float = 1.0
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
+    focal_weight: float = num(100.0, ge=0.0, le=1e6)
+    dice_weight: float = num(1.0, ge=0.0, le=1e6)
+    focal_alpha: float = num(0.25, ge=0.0, le=1.0)
+    focal_gamma: float = num(2.0, ge=0.0, le=10.0)
     ignore_as_negative: bool = True
 
 
 @dataclass
 class AugmentConfig:
-    scale_min: float = 0.5
-    scale_max: float = 2.0
+    scale_min: float = num(0.5, gt=0.0, le=10.0)
+    scale_max: float = num(2.0, gt=0.0, le=10.0)
     flip: bool = True
     photometric: bool = True
 
 
 @dataclass
 class TrainConfig:
-    iters: int = 20000
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 2e-5
-    lr_mult: float = 10.0
-    weight_decay: float = 0.01
-    warmup_iters: int = 1500
-    poly_power: float = 0.9
-    min_lr: float = 1e-6
-    grad_clip: float | None = None
+    iters: int = num(20000, **POSITIVE)
+    # The GLOBAL batch of one optimizer step (ZegCLIP: 16 = 4 GPUs x 4). The layout is derived from
+    # the machine: processes x per-device batch x gradient accumulation = batch_size (ldvc/train/layout.py).
+    batch_size: int = num(16, **POSITIVE)
+    per_device_batch: int | None = num(None, **POSITIVE)  # cap per device and micro-step; null = batch / processes
+    lr: float = num(2e-5, gt=0.0, le=1.0)
+    lr_mult: float = num(10.0, gt=0.0, le=1e4)
+    weight_decay: float = num(0.01, ge=0.0, le=1.0)
+    warmup_iters: int = num(1500, **NON_NEGATIVE)
+    poly_power: float = num(0.9, gt=0.0, le=10.0)
+    min_lr: float = num(1e-6, ge=0.0)
+    grad_clip: float | None = num(None, gt=0.0)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    checkpoint_every: int = 2000
-    log_every: int = 50
+    compile: bool = False  # torch.compile the model (CUDA; the forward has no graph breaks)
+    checkpoint_every: int = num(2000, **POSITIVE)
+    log_every: int = num(50, **POSITIVE)
     resume: Literal["auto", "never"] = "auto"
-    num_workers: int = 4
+    num_workers: int = num(4, ge=0, le=256)
     deterministic: bool = False
-    accelerate_config: str = "configs/accelerate/cpu.yaml"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
 class TransductiveConfig:
-    init_iter: int = 10000
-    iters: int = 10000
-    pseudo_threshold: float | None = None
+    init_iter: int = num(10000, **POSITIVE)
+    iters: int = num(10000, **POSITIVE)
+    pseudo_threshold: float | None = num(None, **PROBABILITY)
 
 
 @dataclass
 class EvalConfig:
     mode: Literal["whole", "slide"] = "slide"
-    window: int = 512
-    stride: int = 426
-    seen_bias: float = 0.1
-    small_fragment_px: int = 64
-    num_visualize: int = 8
-    batch_size: int = 8
+    window: int = num(512, **POSITIVE)
+    stride: int = num(426, **POSITIVE)
+    seen_bias: float = num(0.1, ge=0.0, le=1.0)  # subtracted from seen-class sigmoid scores
+    # all: every class is a candidate (generalised zero-shot, the papers' numbers); unseen: only
+    # the unseen classes are candidates and only unseen-class pixels are scored.
+    vocabulary: Literal["all", "unseen"] = "all"
+    small_fragment_px: int = num(64, **NON_NEGATIVE)
+    num_visualize: int = num(8, ge=0, le=1000)
+    batch_size: int = num(8, **POSITIVE)
     checkpoint: str | None = None
 
 
@@ -180,6 +273,7 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -187,6 +281,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     # variant name -> partial parameter tree merged over the rest (inductive ablation runs)
     ablation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # target name -> partial `data` section: the main inductive model evaluated on that dataset
+    cross_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,12 +293,32 @@ class Config:
         return flatten(self.to_dict())
 
     def variant(self, name: str) -> Config:
-        """The validated config of ablation variant `name` (its overlay merged over this one)."""
+        """The config of ablation variant `name` (its overlay merged over this one), checked."""
         if name not in self.ablation:
             raise ConfigError(f"unknown ablation variant {name!r}; params.yaml 'ablation' has {sorted(self.ablation)}")
-        data = deep_merge(self.to_dict(), self.ablation[name])
-        data["ablation"] = {}
-        return config_from_dict(data)
+        return config_from_dict(variant_dict(self.to_dict(), self.ablation[name]), variant=True)
+
+    def cross_target(self, name: str) -> DataConfig:
+        """The `data` section of cross-dataset target `name` (its overlay merged over `data`)."""
+        if name not in self.cross_dataset:
+            raise ConfigError(
+                f"unknown cross-dataset target {name!r}; params.yaml 'cross_dataset' has {sorted(self.cross_dataset)}"
+            )
+        merged = deep_merge(dataclasses.asdict(self.data), self.cross_dataset[name])
+        merged["root"] = f"{CROSS_ROOT}/{name}"  # each target is prepared into its own folder
+        return _build(DataConfig, merged, f"cross_dataset.{name}.")
+
+    @property
+    def fully_supervised(self) -> bool:
+        """Every class is labelled in training (split.unseen: [], an ablation variant only)."""
+        return isinstance(self.split.unseen, list) and not self.split.unseen
+
+
+def variant_dict(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    data = deep_merge(base, overlay)
+    data["ablation"] = {}
+    data["cross_dataset"] = {}
+    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,39 +338,66 @@ def repo_root() -> Path:
     return here
 
 
+def read_yaml(text: str, where: str = "params.yaml") -> Any:
+    """YAML 1.2 (ruamel, the loader DVC uses) -> plain Python objects."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        return YAML(typ="safe", pure=True).load(io.StringIO(text))
+    except YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML ({err}); fix the syntax") from None
+
+
 def load_config(path: str | os.PathLike = "params.yaml") -> Config:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: parameter file not found (run from the repository root)")
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
+    raw = read_yaml(path.read_text(), str(path)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    return config_from_dict(raw)
+    try:
+        return config_from_dict(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
-def config_from_dict(raw: dict[str, Any]) -> Config:
+def config_from_dict(raw: dict[str, Any], variant: bool = False) -> Config:
+    """Typed, range-checked config; `variant` allows what only ablation variants may set."""
     cfg = _build(Config, raw, "")
-    validate(cfg)
+    check(cfg, variant=variant)
     return cfg
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'params'}: expected a mapping, got {raw!r}")
+        raise ConfigError(f"'{prefix.rstrip('.') or 'params'}': expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
     if unknown:
         key = f"{prefix}{unknown[0]}"
         raise ConfigError(
             f"unknown parameter '{key}' (known in '{prefix.rstrip('.') or 'top level'}': "
-            f"{', '.join(sorted(names))}); fix the spelling or remove it"
+            f"{', '.join(sorted(fields))}); fix the spelling or remove it"
         )
     kwargs = {}
     for name, value in raw.items():
-        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+        key = f"{prefix}{name}"
+        kwargs[name] = _coerce(hints[name], value, key)
+        rng = fields[name].metadata.get("range")
+        if rng is not None:
+            _check_range(rng, kwargs[name], key)
     return cls(**kwargs)
+
+
+def _check_range(rng: Range, value: Any, key: str) -> None:
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if v is None:
+            continue
+        if not rng.ok(v):
+            raise ConfigError(f"'{key}' = {v!r} is out of range: expected {rng.describe()}")
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
@@ -274,10 +417,6 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 continue
         raise ConfigError(f"'{key}': {value!r} matches none of {_tname(tp)}")
     if origin is Literal:
-        # YAML 1.1 reads a bare `no` as false, and tools that rewrite params.yaml (dvc exp run -S)
-        # drop our quotes: take false as the literal "no" where "no" is a choice.
-        if value is False and "no" in args:
-            return "no"
         if value not in args:
             raise ConfigError(f"'{key}': {value!r} is not one of {', '.join(map(repr, args))}")
         return value
@@ -301,13 +440,6 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"'{key}': expected an integer, got {value!r}")
         return value
     if tp is float:
-        # PyYAML (YAML 1.1) reads `2e-05` -- as YAML 1.2 writers such as ruamel and DVC emit it --
-        # as a string; accept exactly the strings that are numbers.
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"'{key}': expected a number, got {value!r}")
         return float(value)
@@ -323,17 +455,13 @@ def _tname(tp: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Cross-field validation: impossible values fail here, naming the key.
+# Relations between keys: contradictions fail here, naming the keys.
 # --------------------------------------------------------------------------------------------
 
 
-def validate(cfg: Config) -> None:
-    d, t, e = cfg.decoder, cfg.train, cfg.eval
-    _positive(cfg, ["data.image_size", "decoder.layers", "decoder.heads", "decoder.width",
-                    "decoder.ffn", "decoder.route_regions", "decoder.route_topk", "train.iters",
-                    "train.batch_size", "train.grad_accum", "train.checkpoint_every",
-                    "train.log_every", "eval.window", "eval.stride", "eval.batch_size",
-                    "clip.pretrain.steps", "clip.pretrain.batch_size"])
+def check(cfg: Config, variant: bool = False) -> None:
+    """Cross-key checks that need nothing but the config (ranges are checked while building)."""
+    d, t, e, tr = cfg.decoder, cfg.train, cfg.eval, cfg.transductive
     if d.width % d.heads:
         raise ConfigError(f"'decoder.width' ({d.width}) must be divisible by 'decoder.heads' ({d.heads})")
     if d.route_topk > d.route_regions**2:
@@ -341,89 +469,75 @@ def validate(cfg: Config) -> None:
             f"'decoder.route_topk' = {d.route_topk} is larger than the number of regions "
             f"(decoder.route_regions^2 = {d.route_regions**2}); use at most {d.route_regions**2}"
         )
-    grid = token_grid(cfg)
-    if grid is not None and grid % d.route_regions:
-        divisors = [r for r in range(1, grid + 1) if grid % r == 0]
+    if tr.init_iter > t.iters:
         raise ConfigError(
-            f"'decoder.route_regions' = {d.route_regions} does not divide the {grid}x{grid} token grid "
-            f"(data.image_size {cfg.data.image_size} / patch size); choose one of {divisors}"
+            f"'transductive.init_iter' = {tr.init_iter} is past the end of inductive training "
+            f"(train.iters = {t.iters}); make it at most {t.iters}"
         )
-    from ldvc.model.decoders import DECODERS  # registry; imported late to keep config light
-
-    if d.type not in DECODERS:
-        raise ConfigError(f"'decoder.type' = {d.type!r} is not a registered decoder: {sorted(DECODERS)}")
-    if cfg.transductive.init_iter > t.iters:
+    if tr.init_iter % t.checkpoint_every and tr.init_iter != t.iters:
         raise ConfigError(
-            f"'transductive.init_iter' = {cfg.transductive.init_iter} is past the end of inductive "
-            f"training (train.iters = {t.iters})"
-        )
-    if cfg.transductive.init_iter % t.checkpoint_every and cfg.transductive.init_iter != t.iters:
-        raise ConfigError(
-            f"'transductive.init_iter' = {cfg.transductive.init_iter} is not a checkpoint iteration "
+            f"'transductive.init_iter' = {tr.init_iter} is not a checkpoint iteration "
             f"(train.checkpoint_every = {t.checkpoint_every}); make it a multiple"
         )
-    thr = cfg.transductive.pseudo_threshold
-    if thr is not None and not 0.0 <= thr < 1.0:
-        raise ConfigError(f"'transductive.pseudo_threshold' = {thr} must be in [0, 1) or null")
+    if t.warmup_iters > t.iters:
+        raise ConfigError(f"'train.warmup_iters' = {t.warmup_iters} exceeds 'train.iters' = {t.iters}")
+    if t.min_lr > t.lr:
+        raise ConfigError(f"'train.min_lr' = {t.min_lr:g} is above 'train.lr' = {t.lr:g}; lower it")
+    if t.per_device_batch is not None and t.per_device_batch > t.batch_size:
+        raise ConfigError(
+            f"'train.per_device_batch' = {t.per_device_batch} exceeds the global 'train.batch_size' = {t.batch_size}"
+        )
+    if t.augment.scale_min > t.augment.scale_max:
+        raise ConfigError(
+            f"'train.augment.scale_min' = {t.augment.scale_min:g} is above 'train.augment.scale_max' = "
+            f"{t.augment.scale_max:g}"
+        )
+    if cfg.loss.focal_weight == 0 and cfg.loss.dice_weight == 0:
+        raise ConfigError("'loss.focal_weight' and 'loss.dice_weight' are both 0: nothing would be learned")
+    pre = cfg.clip.pretrain
+    if pre.warmup_steps > pre.steps:
+        raise ConfigError(f"'clip.pretrain.warmup_steps' = {pre.warmup_steps} exceeds 'clip.pretrain.steps' = {pre.steps}")
     if e.stride > e.window:
         raise ConfigError(f"'eval.stride' ({e.stride}) larger than 'eval.window' ({e.window}) leaves gaps")
-    if cfg.prompt.visual_tokens < 0 or cfg.prompt.text_tokens < 0:
-        raise ConfigError("'prompt.visual_tokens' and 'prompt.text_tokens' must be >= 0")
-    if not cfg.prompt.templates or any("{}" not in tpl for tpl in cfg.prompt.templates):
-        raise ConfigError("'prompt.templates' must be a non-empty list of strings containing '{}'")
+    if not cfg.prompt.templates or any(tpl.count("{}") != 1 for tpl in cfg.prompt.templates):
+        raise ConfigError("'prompt.templates' must be a non-empty list of strings with exactly one '{}'")
     if cfg.data.synthetic.min_objects > cfg.data.synthetic.max_objects:
         raise ConfigError("'data.synthetic.min_objects' is larger than 'data.synthetic.max_objects'")
     if not cfg.seeds:
         raise ConfigError("'seeds' must list at least one seed")
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"'seeds' has duplicates: {cfg.seeds}")
-    if isinstance(cfg.split.unseen, str) and cfg.split.unseen != "default":
-        raise ConfigError(f"'split.unseen' must be 'default' or a list of class names, got {cfg.split.unseen!r}")
-    if isinstance(cfg.split.unseen, list) and cfg.data.dataset != "coco_json":
-        # The class lists of the built-in datasets are known before anything is downloaded (a
-        # coco_json dataset's come from its annotation file: the split stage checks those).
-        from ldvc.data.classes import dataset_classes
-        from ldvc.data.split import SplitError, make_split
-
-        try:
-            make_split(dataset_classes(cfg.data), cfg.split.unseen, cfg.data.dataset)
-        except SplitError as err:
-            raise ConfigError(f"'split.unseen': {err}") from None
+    if not cfg.project.protocol.strip():
+        raise ConfigError("'project.protocol' is empty: name the preset whose protocol the results follow")
+    unseen = cfg.split.unseen
+    if isinstance(unseen, str) and unseen != "default":
+        raise ConfigError(f"'split.unseen' must be 'default' or a list of class names, got {unseen!r}")
+    if isinstance(unseen, list) and not unseen and not variant:
+        raise ConfigError(
+            "'split.unseen' is empty: the main runs are zero-shot (inductive/transductive). For the fully "
+            "supervised upper bound add an ablation variant, e.g. ablation: {fully_supervised: {split: {unseen: []}}}"
+        )
+    for section, entries in (("ablation", cfg.ablation), ("cross_dataset", cfg.cross_dataset)):
+        for name, overlay in entries.items():
+            if not NAME_RE.match(name) or name == MAIN_VARIANT:
+                raise ConfigError(
+                    f"'{section}.{name}': names must be letters, digits, '_' or '-' (they become DVC stage and "
+                    f"folder names) and not {MAIN_VARIANT!r} (the main runs)"
+                )
+            if not isinstance(overlay, dict):
+                raise ConfigError(f"'{section}.{name}' must be a partial parameter tree, got {overlay!r}")
     for name, overlay in cfg.ablation.items():
-        if name == MAIN_VARIANT:
-            raise ConfigError(f"'ablation.{name}': the name {MAIN_VARIANT!r} is reserved for the main runs")
-        if not isinstance(overlay, dict):
-            raise ConfigError(f"'ablation.{name}' must be a partial parameter tree, got {overlay!r}")
-        data = deep_merge(cfg.to_dict(), overlay)
-        data["ablation"] = {}
         try:
-            config_from_dict(data)
+            config_from_dict(variant_dict(cfg.to_dict(), overlay), variant=True)
         except ConfigError as err:
             raise ConfigError(f"'ablation.{name}' gives an invalid configuration: {err}") from None
+    for name in cfg.cross_dataset:
+        cfg.cross_target(name)  # raises naming cross_dataset.<name>.<key>
 
 
-def token_grid(cfg: Config) -> int | None:
-    """Tokens per side of the image encoder at data.image_size (None if the model is unknown)."""
-    from ldvc.model.clip_loader import patch_size
-
-    p = patch_size(cfg.clip.model)
-    if p is None:
-        return None
-    if cfg.data.image_size % p:
-        raise ConfigError(
-            f"'data.image_size' = {cfg.data.image_size} is not a multiple of the patch size {p} of "
-            f"'clip.model' {cfg.clip.model}"
-        )
-    return cfg.data.image_size // p
-
-
-def _positive(cfg: Config, keys: list[str]) -> None:
-    for key in keys:
-        value: Any = cfg
-        for part in key.split("."):
-            value = getattr(value, part)
-        if value <= 0:
-            raise ConfigError(f"'{key}' must be positive, got {value}")
+# --------------------------------------------------------------------------------------------
+# Dict helpers
+# --------------------------------------------------------------------------------------------
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""Named parameter presets: `ldvc preset voc | coco_stuff | synthetic` rewrites params.yaml.
+"""Named parameter presets: `ldvc preset voc | coco_stuff | context59 | synthetic` rewrites params.yaml.
 
-A preset (presets/<name>.yaml) is a partial parameter tree. Every preset sets the same keys, so
-switching between them is exact and reversible (tests check this, and that `synthetic` reproduces
-the committed default). params.yaml is edited in place with ruamel's round-trip loader, keeping
-its comments, validated before it is written, and replaced atomically.
+A preset (presets/<name>.yaml) is a partial parameter tree that sets every protocol-defining key
+(ldvc/protocol.py) of its protocol, so switching between presets is exact and reversible (tests
+check this, and that `synthetic` reproduces the committed default). Sections that are mappings of
+named entries (`cross_dataset`) are replaced wholesale, not merged, so one preset's targets never
+linger in another's. params.yaml is edited in place with ruamel's round-trip loader (YAML 1.2, as
+DVC), keeping its comments, validated before it is written, and replaced atomically.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ruamel.yaml import YAML
 
-from ldvc.config import ConfigError, config_from_dict, deep_merge, flatten
+from ldvc.config import ConfigError, config_from_dict, deep_merge, flatten, read_yaml
 
 PRESET_DIR = Path("presets")
+REPLACED_SECTIONS = ("cross_dataset",)  # named entries: replaced wholesale by a preset
 
 
 def available(preset_dir: Path = PRESET_DIR) -> list[str]:
@@ -30,7 +32,7 @@ def load_preset(name: str, preset_dir: Path = PRESET_DIR) -> dict[str, Any]:
     path = preset_dir / f"{name}.yaml"
     if not path.exists():
         raise ConfigError(f"unknown preset {name!r}: choose one of {available(preset_dir)} (files in {preset_dir}/)")
-    return yaml.safe_load(path.read_text()) or {}
+    return read_yaml(path.read_text(), str(path)) or {}
 
 
 def apply_preset(name: str, params_path: Path = Path("params.yaml"), preset_dir: Path = PRESET_DIR) -> list[str]:
@@ -39,10 +41,22 @@ def apply_preset(name: str, params_path: Path = Path("params.yaml"), preset_dir:
     rt = YAML()
     rt.preserve_quotes = True
     doc = rt.load(params_path.read_text())
-    before = flatten(yaml.safe_load(params_path.read_text()))
-    merged = deep_merge(yaml.safe_load(params_path.read_text()), overlay)
-    config_from_dict(merged)  # validate before touching the file
-    for key, value in flatten(overlay).items():
+    current = read_yaml(params_path.read_text(), str(params_path)) or {}
+    before = flatten(current)
+    merged = deep_merge(current, overlay)
+    for section in REPLACED_SECTIONS:
+        if section in overlay:
+            merged[section] = overlay[section]
+    from ldvc.validate import validate_run
+
+    try:
+        validate_run(config_from_dict(merged), preset_dir=preset_dir)  # before touching the file
+    except ConfigError as err:
+        raise ConfigError(f"preset {name!r} would make {params_path} invalid: {err}") from None
+    for key, value in overlay.items():
+        if key in REPLACED_SECTIONS:
+            doc[key] = value
+    for key, value in flatten({k: v for k, v in overlay.items() if k not in REPLACED_SECTIONS}).items():
         _assign(doc, key.split("."), value)
     buf = io.StringIO()
     rt.dump(doc, buf)

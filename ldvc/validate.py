@@ -1,0 +1,112 @@
+"""Checks of a configuration against the code it will run: the decoder registry, the datasets' class
+lists, the CLIP architecture and the protocol presets.
+
+This module sits ABOVE `ldvc.data` and `ldvc.model` (it imports them; they never import it), so
+`ldvc.config` stays a leaf that every package can import without a cycle. Every stage calls
+`validate_run` (through `ldvc.pipeline.load_stage_config`) before any work, as do the presets and
+the command line, so a typo in params.yaml fails in about a second, naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ldvc.config import Config, ConfigError, DataConfig, config_from_dict
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
+
+
+def validate_run(cfg: Config, *, preset_dir: Path | None = None) -> Config:
+    """Raise ConfigError (naming the key) if `cfg`, any ablation variant or cross-dataset target
+    cannot run with this code; returns `cfg` for chaining."""
+    _check_model(cfg, "")
+    _check_split(cfg.data, cfg.split.unseen, "split.unseen")
+    _check_protocol(cfg, preset_dir)
+    for name in cfg.ablation:
+        variant = cfg.variant(name)
+        try:
+            _check_model(variant, "")
+            _check_split(variant.data, variant.split.unseen, "split.unseen")
+        except ConfigError as err:
+            raise ConfigError(f"'ablation.{name}' gives an invalid configuration: {err}") from None
+    for name in cfg.cross_dataset:
+        target = cfg.cross_target(name)
+        if target.dataset == "coco_json" and not target.coco_json.val_annotations:
+            raise ConfigError(f"'cross_dataset.{name}.coco_json.val_annotations' is empty: a coco_json target "
+                              "needs its validation annotations")
+    return cfg
+
+
+def load_validated(raw: dict[str, Any], *, variant: bool = False) -> Config:
+    """config_from_dict + validate_run, for callers holding a parameter dict."""
+    return validate_run(config_from_dict(raw, variant=variant))
+
+
+def _check_model(cfg: Config, prefix: str) -> None:
+    from ldvc.model.clip_loader import model_config
+    from ldvc.model.decoders import DECODERS
+
+    d = cfg.decoder
+    if d.type not in DECODERS:
+        raise ConfigError(f"'{prefix}decoder.type' = {d.type!r} is not a registered decoder: {sorted(DECODERS)}")
+    clip = model_config(cfg.clip.model)
+    if clip is None:
+        # an unknown open_clip name fails when the CLIP is built; nothing more to check here
+        return
+    patch = int(clip["vision_cfg"]["patch_size"])
+    embed_dim = int(clip["embed_dim"])
+    size = cfg.data.image_size
+    if size % patch:
+        raise ConfigError(
+            f"'{prefix}data.image_size' = {size} is not a multiple of the patch size {patch} of "
+            f"'clip.model' {cfg.clip.model}; use a multiple of {patch}"
+        )
+    if cfg.eval.mode == "slide" and cfg.eval.window % patch:
+        raise ConfigError(f"'{prefix}eval.window' = {cfg.eval.window} is not a multiple of the patch size {patch}")
+    grid = size // patch
+    if d.type == "lctd" and d.route_attention and grid % d.route_regions:
+        divisors = [r for r in range(1, grid + 1) if grid % r == 0]
+        raise ConfigError(
+            f"'{prefix}decoder.route_regions' = {d.route_regions} does not divide the {grid}x{grid} token grid "
+            f"(data.image_size {size} / patch size {patch}); choose one of {divisors}"
+        )
+    if not d.input_proj and embed_dim != d.width:
+        raise ConfigError(
+            f"'{prefix}decoder.input_proj' is false (ZegCLIP's use_proj=False), so 'decoder.width' must equal the "
+            f"CLIP embedding size {embed_dim} of {cfg.clip.model}, got {d.width}; set decoder.width: {embed_dim} "
+            f"or decoder.input_proj: true"
+        )
+    layers = int(clip["vision_cfg"]["layers"])
+    if cfg.prompt.visual_depth > layers:
+        raise ConfigError(f"'{prefix}prompt.visual_depth' = {cfg.prompt.visual_depth} exceeds the {layers} layers "
+                          f"of {cfg.clip.model}; use -1 for all")
+    text_layers = int(clip["text_cfg"]["layers"])
+    if cfg.prompt.text_depth > text_layers:
+        raise ConfigError(f"'{prefix}prompt.text_depth' = {cfg.prompt.text_depth} exceeds the {text_layers} text "
+                          f"layers of {cfg.clip.model}; use -1 for all or 0 for none")
+
+
+def _check_split(data: DataConfig, unseen: str | list[str], key: str) -> None:
+    """Unseen names must be classes of the dataset (known before anything is downloaded; a
+    coco_json dataset's classes come from its annotation file: the split stage checks those)."""
+    if not isinstance(unseen, list) or not unseen or data.dataset == "coco_json":
+        return
+    from ldvc.data.classes import dataset_classes
+    from ldvc.data.split import SplitError, make_split
+
+    try:
+        make_split(dataset_classes(data), unseen, data.dataset)
+    except SplitError as err:
+        raise ConfigError(f"'{key}': {err}") from None
+
+
+def _check_protocol(cfg: Config, preset_dir: Path | None) -> None:
+    from ldvc.protocol import known_protocols
+
+    known = known_protocols(preset_dir or PRESET_DIR)
+    if known and cfg.project.protocol not in known:
+        raise ConfigError(
+            f"'project.protocol' = {cfg.project.protocol!r} is not a preset in {preset_dir or PRESET_DIR}: "
+            f"choose one of {known}"
+        )
