@@ -13,11 +13,18 @@ Each of `cfg.layers` layers (pre-norm, residual):
     x = x + FFN(LN(x))
 Mask logits: s * cos(LN(x_n), Linear(class_c)) + b  ->  (B, C, h, w), upsampled to the input size.
 
+Shared with the ZegCLIP baseline (ldvc/model/decoder_base.py, ZegCLIP's code): the patch tokens
+enter unprojected unless `decoder.input_proj` (ZegCLIP's use_proj), the class queries come from the
+relationship descriptor, ZegCLIP's initialisation (truncated normal 0.02 for every Linear) and the
+upsampling of the logits.
+
 Choices that are ours (the paper is silent): pre-norm layers; the class embeddings stay fixed
-across layers (anchors); the input projection D -> width is followed by a LayerNorm; cosine
-similarity with a learnable scale (initialised to 10) and bias initialised to the focal-loss
-prior log(0.01 / 0.99) (RetinaNet's initialisation for sigmoid focal losses, so training starts
-from low scores instead of 0.5 everywhere); `similarity="dot"` gives width^-0.5 scaled dot products.
+across layers (anchors); cosine similarity with a learnable scale (initialised to 10) and bias
+initialised to the focal-loss prior log(0.01 / 0.99) (RetinaNet's initialisation for sigmoid focal
+losses, so training starts from low scores instead of 0.5 everywhere); `similarity="dot"` gives
+width^-0.5 scaled dot products; the cross-attention is torch's nn.MultiheadAttention (its fused
+in_proj weight keeps torch's Xavier initialisation, as ZegCLIP's init_weights leaves non-Linear
+parameters alone).
 """
 
 from __future__ import annotations
@@ -30,8 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ldvc.config import DecoderConfig
-from ldvc.model.decoders import FeedForward, check_decoder_inputs, register_decoder, upsample_logits
-from ldvc.model.relationship import RelationshipDescriptor
+from ldvc.model.decoder_base import FeedForward, MaskDecoder, init_weights
+from ldvc.model.decoders import register_decoder
 from ldvc.model.route_attention import RouteAttention
 
 PRIOR_PROBABILITY = 0.01
@@ -62,44 +69,31 @@ class LCTDLayer(nn.Module):
 
 
 @register_decoder("lctd")
-class LCTDecoder(nn.Module):
+class LCTDecoder(MaskDecoder):
     """patches (B, D, h, w), global (B, D), text (C, D) -> mask logits (B, C, H, W)."""
 
     def __init__(
         self, embed_dim: int, cfg: DecoderConfig, similarity: Literal["cosine", "dot"] = "cosine"
     ) -> None:
-        super().__init__()
+        super().__init__(embed_dim, cfg)
         if similarity not in ("cosine", "dot"):
             raise ValueError(f"LCTD similarity must be 'cosine' or 'dot', got {similarity!r}")
         w = cfg.width
         self.similarity = similarity
-        self.input_proj = nn.Linear(embed_dim, w)
-        self.input_norm = nn.LayerNorm(w)
-        self.relationship = RelationshipDescriptor(embed_dim, w)
         self.layers = nn.ModuleList([LCTDLayer(cfg) for _ in range(cfg.layers)])
         self.norm = nn.LayerNorm(w)
         self.class_proj = nn.Linear(w, w)
+        init_weights(self)
+        # after the shared initialisation: the cosine head's scale and focal-prior bias
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.logit_bias = nn.Parameter(torch.tensor(math.log(PRIOR_PROBABILITY / (1 - PRIOR_PROBABILITY))))
 
-    def forward(
-        self,
-        patches: torch.Tensor,
-        global_embedding: torch.Tensor,
-        text: torch.Tensor,
-        out_size: tuple[int, int] | None = None,
-    ) -> torch.Tensor:
-        check_decoder_inputs(patches, global_embedding, text)
-        B, _, h, w = patches.shape
-        x = self.input_norm(self.input_proj(patches.flatten(2).transpose(1, 2)))  # (B, h*w, width)
-        classes = self.relationship(text, global_embedding.to(x.dtype))  # (B, C, width)
+    def decode(self, x: torch.Tensor, classes: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         for layer in self.layers:
-            x = layer(x, classes, (h, w))
-        x = self.norm(x)  # (B, N, width)
+            x = layer(x, classes, grid)  # (B, N, width): visual tokens move toward the class anchors
+        x = self.norm(x)
         anchors = self.class_proj(classes)  # (B, C, width)
         if self.similarity == "cosine":
             sim = F.normalize(anchors, dim=-1) @ F.normalize(x, dim=-1).transpose(1, 2)  # (B, C, N)
-            logits = sim * self.logit_scale.exp().clamp(max=100.0) + self.logit_bias
-        else:
-            logits = anchors @ x.transpose(1, 2) * x.shape[-1] ** -0.5  # (B, C, N)
-        return upsample_logits(logits.reshape(B, -1, h, w), out_size)
+            return sim * self.logit_scale.exp().clamp(max=100.0) + self.logit_bias
+        return anchors @ x.transpose(1, 2) * x.shape[-1] ** -0.5  # (B, C, N)

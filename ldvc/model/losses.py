@@ -1,14 +1,25 @@
 """Segmentation loss of ZegCLIP/LDVC: sigmoid focal loss x focal_weight + dice loss x dice_weight.
 
-Implements protocol.md ("ZegCLIP settings", Loss): per class, a binary mask prediction against
-the one-hot target; focal loss (alpha 0.25, gamma 2) x 100 + dice loss x 1 by default.
-Reductions follow ZegCLIP's (DETR-style) losses: focal = per-mask mean over pixels, averaged over
-the B x C masks; dice = 1 - (2 sum(p*y) + 1) / (sum(p) + sum(y) + 1) per mask, averaged over masks.
+Matches ZegCLIP's public code exactly (ZiqinZhou66/ZegCLIP, models/losses/atm_loss.py SegLossPlus
+and criterion.py SegPlusCriterion.loss_masks, sigmoid_focal_loss, dice_loss; configs: mask_weight
+100, dice_weight 1):
+- M = the number of (image, class) pairs whose class is PRESENT in the image's target (labels other
+  than 255), summed over the whole batch and, in data-parallel training, over all processes and
+  divided by the number of processes (ZegCLIP all-reduces it), at least 1: `num_masks`.
+- focal = sum over ALL B x C masks of the per-mask mean over the pixels of
+  alpha_t * BCE * (1 - p_t)^gamma (alpha 0.25, gamma 2), divided by M. (So the focal term grows with
+  C / classes-per-image: it is NOT a mean over masks.)
+- dice = sum over the PRESENT masks only of 1 - (2 sum(p*y) + 1) / (sum(p) + sum(y) + 1), divided by M.
+- The logits are at the label size already (the segmentor upsamples them), so ZegCLIP's
+  interpolation inside the loss is the identity here.
+Ignored pixels (255): `ignore_as_negative=True` is ZegCLIP's behaviour: an ignored pixel's one-hot
+row is all zeros, so it is a negative for every class in the focal term and its probability counts
+in the dice denominator. False (our option) excludes ignored pixels from both terms (the focal
+mean then runs over each image's valid pixels; an image without one contributes zero, not NaN).
 
-Ignored pixels (255): `ignore_as_negative=True` is ZegCLIP's behaviour (the default): an ignored
-pixel's one-hot row is all zeros, so it is a negative for every class. False excludes ignored
-pixels from both terms (the focal mean then runs over each image's valid pixels). An image with no
-valid pixel contributes zero (not NaN).
+Deviation: with gradient accumulation (ldvc/train/layout.py) each micro-step is normalised by its
+own M, and the micro-steps are averaged; ZegCLIP never accumulates, and with accumulation 1 the two
+are identical.
 """
 
 from __future__ import annotations
@@ -57,12 +68,22 @@ def to_local_target(target: torch.Tensor, class_ids: torch.Tensor) -> torch.Tens
     return table[target]
 
 
+def present_masks(target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, C) bool: class c occurs in image b's target (255 ignored)."""
+    t = target.flatten(1)  # (B, HW)
+    valid = t != IGNORE_INDEX
+    present = torch.zeros(t.shape[0], num_classes + 1, dtype=torch.bool, device=t.device)
+    present.scatter_(1, t.masked_fill(~valid, num_classes).long(), True)
+    return present[:, :num_classes]
+
+
 def segmentation_loss(
-    logits: torch.Tensor, target: torch.Tensor, cfg: LossConfig
+    logits: torch.Tensor, target: torch.Tensor, cfg: LossConfig, num_masks: torch.Tensor | float | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """logits (B, C, H, W), target (B, H, W) long in 0..C-1 or 255 -> (loss, {"focal", "dice"}).
 
-    The dict holds the weighted terms (they sum to the loss), detached, for logging.
+    `num_masks`: ZegCLIP's normaliser M (see the module docstring); None = this batch's own count
+    (one process). The dict holds the weighted terms (they sum to the loss), detached, for logging.
     """
     _check(logits, target)
     B, C = logits.shape[:2]
@@ -71,6 +92,10 @@ def segmentation_loss(
     valid = t != IGNORE_INDEX  # (B, HW)
     onehot = F.one_hot(t.masked_fill(~valid, 0), C).transpose(1, 2).float()  # (B, C, HW)
     onehot = onehot * valid.unsqueeze(1)  # ignored pixels: all-zero rows (negatives everywhere)
+    present = present_masks(target, C)  # (B, C)
+    if num_masks is None:
+        num_masks = present.sum()
+    norm = torch.as_tensor(num_masks, dtype=x.dtype, device=x.device).clamp(min=1.0)
     if cfg.ignore_as_negative:
         weight = torch.ones_like(valid, dtype=x.dtype)
     else:
@@ -78,19 +103,18 @@ def segmentation_loss(
     weight = weight.unsqueeze(1)  # (B, 1, HW)
     n_pix = weight.sum(dim=-1).clamp(min=1.0)  # (B, 1)
 
-    # Sigmoid focal loss (Lin et al.), per element.
+    # Sigmoid focal loss (Lin et al.), per element; per-mask mean over pixels, summed over masks.
     prob = x.sigmoid()
     ce = F.binary_cross_entropy_with_logits(x, onehot, reduction="none")
     p_t = prob * onehot + (1 - prob) * (1 - onehot)
     alpha_t = cfg.focal_alpha * onehot + (1 - cfg.focal_alpha) * (1 - onehot)
     focal = alpha_t * ce * (1 - p_t) ** cfg.focal_gamma  # (B, C, HW)
-    focal = ((focal * weight).sum(dim=-1) / n_pix).mean()  # mean over pixels, then over masks
+    focal = ((focal * weight).sum(dim=-1) / n_pix).sum() / norm
 
-    # Dice loss with +1 smoothing, per mask.
+    # Dice loss with +1 smoothing, over the masks of the classes present in each image.
     p = prob * weight
-    y = onehot * weight
-    dice = 1 - (2 * (p * y).sum(-1) + 1) / (p.sum(-1) + y.sum(-1) + 1)  # (B, C)
-    dice = dice.mean()
+    dice = 1 - (2 * (p * onehot).sum(-1) + 1) / (p.sum(-1) + onehot.sum(-1) + 1)  # (B, C)
+    dice = (dice * present).sum() / norm
 
     focal_term = cfg.focal_weight * focal
     dice_term = cfg.dice_weight * dice

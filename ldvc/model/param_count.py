@@ -1,11 +1,16 @@
-"""Parameter counts (learnable vs total) and the docs/parameters.md table.
+"""Parameter counts (learnable vs total) and the generated table docs/parameters.md.
 
-Protocol.md lists ZegCLIP's reported 13.8M (VOC) / 14.6M (COCO) learnable parameters; this module
-counts ours the same way (frozen CLIP excluded from "learnable"). Shared tensors are counted once.
+ZegCLIP reports 13.8M (VOC) and 14.6M (COCO-Stuff) learnable parameters. Its number counts what
+its checkpoint carries as trainable: the backbone's prompt parameters (`exclude_key='prompt'`) and
+the whole decode head, including tensors its forward never uses (every TPN layer's query
+self-attention and norm1, the last layer's value/output projections, norms and FFN). This module
+counts both ways from one source, `ldvc.model.zegclip_import.zegclip_layout` (ZegCLIP's key
+layout derived from its public code): "as ZegCLIP counts" and "used by the forward" (= what our
+`zegclip` model builds). Shared tensors are counted once.
 
-Run `python -m ldvc.model.param_count [--out docs/parameters.md]` to regenerate the table: it builds
-ViT-B/16 with RANDOM weights (counting needs no weights, and no hub is reachable here) at 512 px
-with the VOC settings, for both decoders.
+`python -m ldvc.model.param_count [--out docs/parameters.md]` regenerates the table: it builds
+ViT-B/16 with RANDOM weights (counting needs no weights; no hub is reachable here) with the VOC and
+COCO-Stuff presets' settings.
 """
 
 from __future__ import annotations
@@ -18,13 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-# PASCAL VOC 2012 class names (background ignored), only used to build the counted models here.
-VOC_CLASSES = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
-]
-ZEGCLIP_REPORTED_VOC = 13.8e6  # learnable parameters, ZegCLIP paper (VOC)
+ZEGCLIP_REPORTED = {"voc": 13.8e6, "coco_stuff": 14.6e6}  # learnable parameters, ZegCLIP paper
+PRESET_DIR = Path(__file__).resolve().parents[2] / "presets"
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
@@ -38,91 +38,111 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
 
 def breakdown(segmentor: nn.Module) -> dict[str, int]:
-    """Learnable parameters per part of a Segmentor (visual prompts, text prompts, decoder)."""
-    visual = segmentor.image_encoder.prompts
+    """Learnable parameters per part of a Segmentor (visual prompt path, text prompts, decoder)."""
+    enc = segmentor.image_encoder
+    visual = sum(p.numel() for n, p in enc.named_parameters() if p.requires_grad and not n.startswith("visual."))
     return {
-        "visual_prompts": visual.numel() if visual is not None else 0,
+        "visual_prompts": visual,
         "text_prompts": sum(p.numel() for p in segmentor.text_encoder.prompts if p.requires_grad),
         "decoder": count_parameters(segmentor.decoder)["learnable"],
     }
 
 
-def _voc_vit_b16_config(decoder: str, text_depth: int):
-    from ldvc.config import Config, config_from_dict
+def zegclip_counts(cfg, clip_model: nn.Module) -> dict[str, int]:
+    """{"as_zegclip_counts", "used_by_forward", "unused"} from ZegCLIP's checkpoint layout."""
+    from ldvc.model.zegclip_import import zegclip_layout
 
-    cfg = Config().to_dict()
-    cfg["data"].update(dataset="voc", image_size=512)
-    cfg["clip"].update(model="ViT-B-16", pretrained="openai")
-    cfg["prompt"].update(visual_tokens=10, visual_depth=-1, text_depth=text_depth, templates=["a photo of a {}."])
-    cfg["decoder"].update(type=decoder, layers=3, heads=8, width=512, ffn=2048, route_regions=8, route_topk=4)
-    return config_from_dict(cfg)
+    sizes: dict[str, int] = {"import": 0, "unused": 0}
+    for shape, role in zegclip_layout(cfg, clip_model).values():
+        if role in sizes:
+            sizes[role] += int(torch.Size(shape).numel())
+    return {"as_zegclip_counts": sizes["import"] + sizes["unused"], "used_by_forward": sizes["import"],
+            "unused": sizes["unused"]}
+
+
+def _preset_model_config(preset: str, decoder: str, text_depth: int):
+    from ldvc.model.zegclip_import import preset_config
+
+    cfg = preset_config(preset, None, PRESET_DIR)
+    d = cfg.to_dict()
+    d["decoder"]["type"], d["prompt"]["text_depth"] = decoder, text_depth
+    from ldvc.config import config_from_dict
+
+    return config_from_dict(d)
 
 
 def parameters_markdown() -> str:
-    """Markdown table of learnable/total parameters for ViT-B/16, 512 px, VOC settings."""
+    """Markdown tables of learnable/total parameters for ViT-B/16, 512 px, VOC and COCO-Stuff settings."""
+    from ldvc.model.build import build_segmentor
     from ldvc.model.clip_loader import create_clip
-    from ldvc.model.segmentor import build_segmentor
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     clip_model = create_clip("ViT-B-16")  # random weights: counting only
     clip_total = sum(p.numel() for p in clip_model.parameters())
-    rows = []
-    variants = [
-        ("LDVC (lctd, route attention, text prompts 4 tokens x 12 layers)", "lctd", -1),
-        ("LDVC without text prompts", "lctd", 0),
-        ("ZegCLIP baseline (zegclip decoder, no text prompts)", "zegclip", 0),
-        ("zegclip decoder + text prompts (for comparison; the `zegclip` ablation has none)", "zegclip", -1),
-    ]
-    zeg = mask_head = 0
-    for label, decoder, text_depth in variants:
-        cfg = _voc_vit_b16_config(decoder, text_depth)
-        seg = build_segmentor(cfg, clip_model, VOC_CLASSES)
-        counts, parts = count_parameters(seg), breakdown(seg)
-        rows.append((label, counts, parts))
-        if decoder == "zegclip" and text_depth == 0:
-            zeg = counts["learnable"]
-            mask_head = sum(p.numel() for m in (seg.decoder.mask_q, seg.decoder.mask_k) for p in m.parameters())
-        del seg
     lines = [
         "# Parameter counts",
         "",
         "Generated by `python -m ldvc.model.param_count` (ViT-B/16 built with random weights: the counts",
-        "do not depend on them). Settings: PASCAL VOC, 512x512 input (32x32 tokens), deep visual prompts",
-        "10 tokens in all 12 layers (width 768), decoder 3 layers, 8 heads, width 512, FFN 2048,",
-        "route regions 8, top-k 4, template \"a photo of a {}.\", text prompts 4 tokens per layer.",
+        "do not depend on them), with the settings of the `voc` and `coco_stuff` presets: 512x512 input",
+        "(32x32 tokens), deep visual prompts in all 12 layers (10 tokens VOC, 100 COCO-Stuff; width 768)",
+        "with ZegCLIP's shared prompt projection and prompt norm, decoder 3 layers, 8 heads, width 512,",
+        "FFN 2048, route regions 8, top-k 4, LDVC's text prompts 4 tokens per layer of the text encoder.",
         "",
-        "| Model | Learnable | Visual prompts | Text prompts | Decoder | Total (incl. frozen CLIP) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "## ZegCLIP: as ZegCLIP counts and as its forward uses",
+        "",
+        "| Preset | As ZegCLIP counts (checkpoint's trainable tensors) | Used by the forward (our `zegclip` model) "
+        "| Carried but never used | Reported by ZegCLIP |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for label, c, p in rows:
-        lines.append(
-            f"| {label} | {c['learnable'] / 1e6:.2f}M ({c['learnable']:,}) | {p['visual_prompts']:,} | "
-            f"{p['text_prompts']:,} | {p['decoder']:,} | {c['total'] / 1e6:.2f}M |"
-        )
+    rows = []
+    for preset in ("voc", "coco_stuff"):
+        cfg = _preset_model_config(preset, "zegclip", 0)
+        counts = zegclip_counts(cfg, clip_model)
+        seg = build_segmentor(cfg, clip_model, ["a", "b"])
+        ours = count_parameters(seg)["learnable"]
+        if ours != counts["used_by_forward"]:
+            raise AssertionError(f"our zegclip model has {ours:,} learnable parameters, ZegCLIP's layout says "
+                                 f"{counts['used_by_forward']:,} are used: the layout or the model drifted")
+        lines.append(f"| {preset} | {counts['as_zegclip_counts'] / 1e6:.2f}M ({counts['as_zegclip_counts']:,}) | "
+                     f"{ours / 1e6:.2f}M ({ours:,}) | {counts['unused']:,} | {ZEGCLIP_REPORTED[preset] / 1e6:.1f}M |")
+        del seg
     lines += [
-        f"| ZegCLIP as reported (paper, VOC) | {ZEGCLIP_REPORTED_VOC / 1e6:.1f}M | | | | |",
+        "",
+        "ZegCLIP's 13.8M / 14.6M are reproduced by its checkpoint layout (ldvc/model/zegclip_import.py,",
+        "derived from its public code): the prompt parameters of the backbone (prompt_embeddings,",
+        "deep_prompt_embeddings, prompt_proj, prompt_norm) plus the whole decode head. The head carries",
+        "tensors its forward never uses: every TPN layer's query self-attention (in_proj 3x512x512 + bias,",
+        "out_proj 512x512 + bias) and norm1, which TPN_DecoderLayer.forward skips, and the LAST layer's",
+        "value/output projections, norm2/norm3 and FFN, whose output queries nothing reads (the masks are",
+        "that layer's q.k logits). COCO-Stuff's 14,650,624 prints as 14.6M in ZegCLIP's paper (truncated).",
+        "",
+        "## Every model of the presets (learnable = used by the forward)",
+        "",
+        "| Preset | Model | Learnable | Visual prompt path | Text prompts | Decoder | Total (incl. frozen CLIP) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    variants = [
+        ("LDVC (lctd, route attention, text prompts)", "lctd", -1),
+        ("LDVC without text prompts", "lctd", 0),
+        ("ZegCLIP baseline (zegclip decoder, no text prompts)", "zegclip", 0),
+    ]
+    for preset in ("voc", "coco_stuff"):
+        for label, decoder, text_depth in variants:
+            cfg = _preset_model_config(preset, decoder, text_depth)
+            seg = build_segmentor(cfg, clip_model, ["a", "b"])
+            c, p = count_parameters(seg), breakdown(seg)
+            rows.append((preset, label, c, p))
+            lines.append(f"| {preset} | {label} | {c['learnable'] / 1e6:.2f}M ({c['learnable']:,}) | "
+                         f"{p['visual_prompts']:,} | {p['text_prompts']:,} | {p['decoder']:,} | "
+                         f"{c['total'] / 1e6:.2f}M |")
+            del seg
+    lines += [
         "",
         f"The frozen CLIP ViT-B/16 has {clip_total:,} parameters; the segmentor's total excludes CLIP's",
-        "`logit_scale` (unused by segmentation).",
-        "",
-        "## Why the counts differ from ZegCLIP's 13.8M",
-        "",
-        "- Decoder layers: ours use PyTorch's multi-head attention (q/k/v/out projections with biases) and",
-        "  a width-2048 FFN, like ZegCLIP's ATM/TPN layers; small differences come from biases and norms.",
-        "- Mask head: our zegclip decoder computes the mask logits from the FINAL queries with its own q/k",
-        "  projections (2 x 512 x 512 + biases, about 0.53M); ZegCLIP reads them from the last layer's",
-        "  cross-attention and has no separate pair.",
-        "- Input projection: both decoders map D=512 patch tokens to the width with a Linear + LayerNorm",
-        "  (about 0.26M); the relationship descriptor is one Linear 2D -> width (about 0.52M), as in ZegCLIP.",
-        "- LCTD: route attention has the same q/k/v/out projections as self-attention (LePE off adds",
-        "  nothing); LCTD additionally has a class projection (about 0.26M) and a learnable logit scale and",
-        "  bias for the cosine mask logits. LDVC's text prompts add 4 x 12 x 512 = 24,576 parameters.",
-        "- Visual prompts: 10 x 12 x 768 = 92,160, the same as ZegCLIP's VPT-deep setting.",
-        f"- Net: our ZegCLIP baseline has {zeg / 1e6:.2f}M learnable, {(zeg - ZEGCLIP_REPORTED_VOC) / 1e6:+.2f}M "
-        f"versus the reported 13.8M; without the separate mask q/k pair ({mask_head:,}) it would be "
-        f"{(zeg - mask_head - ZEGCLIP_REPORTED_VOC) / 1e6:+.2f}M.",
-        "  ZegCLIP's paper does not itemise its count (a rounded figure), so the rest of the gap cannot be",
-        "  attributed to a named component; it is under 3% either way.",
+        "`logit_scale` (unused by segmentation). The visual prompt path is the prompts (tokens x 12 layers x",
+        "768) plus ZegCLIP's shared prompt projection (768x768 + 768) and prompt norm (2 x 768). LCTD's",
+        "decoder adds the route-attention projections, a class projection and the cosine head's scale and",
+        "bias; it has no unused tensors.",
         "",
     ]
     return "\n".join(lines)

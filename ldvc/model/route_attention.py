@@ -21,13 +21,38 @@ Our implementation choices (not BiFormer's code):
 - LePE uses a 3x3 depth-wise conv (BiFormer's models use 5x5; the task fixes 3x3).
 - The module has no attention dropout (the routed kernel has none); decoders apply dropout to the
   sub-layer outputs instead.
+
+Two exact kernels, one semantics (`route_attention(..., backend=...)`):
+- "blocks": the custom autograd Function above; any device, any region size. The CPU kernel.
+- "flex": torch.nn.attention.flex_attention over the region-major token sequence with a
+  BlockMask built from the routing: block size = T tokens per region, each query block holds its
+  k routed key blocks as FULL blocks (no per-element masking inside the fused kernel), and the
+  mask_mod tests block membership, so every path that evaluates the mask per element (the unfused
+  eager path, the CPU) computes the same routed attention. A BlockMask from block lists with the
+  default no-op mask_mod silently computes DENSE attention on the unfused path (toolchain.md,
+  "Measured traps"); tests compare flex against "blocks" and against dense for that reason.
+  On CUDA it runs through one torch.compile'd flex_attention (fused forward and backward).
+  FlexAttention has no backward on the CPU, and after one failed backward a compiled flex
+  function keeps running the unfused dense path: the flex backend therefore refuses CPU inputs
+  that need a gradient (before calling flex), and the GPU check (benchmarks/gpu.py) verifies the
+  fused path by its memory (dense scores would show).
+- "auto" (default): flex on CUDA when the region size suits its kernel (a power of two >= 16
+  tokens, e.g. 16 at 512 px with 8x8 regions), else blocks. The environment variable
+  LDVC_ROUTE_ATTENTION=blocks|flex overrides auto (to compare, or to step around a torch whose
+  flex kernel fails).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+BACKENDS = ("auto", "blocks", "flex")
+ENV_BACKEND = "LDVC_ROUTE_ATTENTION"
 
 
 def _region_shape(grid: tuple[int, int], regions: int, topk: int) -> tuple[int, int]:
@@ -170,11 +195,157 @@ def routed_block_attention(
     # Half precision is upcast: the online softmax statistics need float32.
     work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     scale = q_blocks.shape[-1] ** -0.5
-    with torch.autocast(device_type=q_blocks.device.type, enabled=False):
+    # autocast has no meta device (FLOP counting runs on meta, ldvc/model/flops.py)
+    device_type = "cpu" if q_blocks.device.type == "meta" else q_blocks.device.type
+    with torch.autocast(device_type=device_type, enabled=False):
         out = _RoutedBlockAttention.apply(
             *(t.to(work).contiguous() for t in (q_blocks, k_blocks, v_blocks)), idx.detach(), scale
         )
     return out.to(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# FlexAttention path
+# --------------------------------------------------------------------------------------------
+
+
+def to_region_tokens(x: torch.Tensor, grid: tuple[int, int], regions: int) -> torch.Tensor:
+    """(B, heads, H*W, d) row-major -> (B, heads, H*W, d) region-major (region r = tokens r*T .. r*T+T-1)."""
+    B, h, N, d = x.shape
+    H, W = grid
+    S = regions
+    x = x.reshape(B, h, S, H // S, S, W // S, d).permute(0, 1, 2, 4, 3, 5, 6)  # (B, h, S, S, rh, rw, d)
+    return x.reshape(B, h, N, d)
+
+
+def from_region_tokens(x: torch.Tensor, grid: tuple[int, int], regions: int) -> torch.Tensor:
+    """Inverse of `to_region_tokens`."""
+    B, h, N, d = x.shape
+    H, W = grid
+    S = regions
+    x = x.reshape(B, h, S, S, H // S, W // S, d).permute(0, 1, 2, 4, 3, 5, 6)  # (B, h, S, rh, S, rw, d)
+    return x.reshape(B, h, N, d)
+
+
+def flex_available() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import BlockMask, flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def flex_block_ok(tokens_per_region: int) -> bool:
+    """Whether the fused (Triton) flex kernel can use one region as its tile: a power of two >= 16."""
+    t = tokens_per_region
+    return t >= 16 and t & (t - 1) == 0
+
+
+def route_block_mask(idx: torch.Tensor, tokens_per_region: int, full: bool | None = None):  # -> BlockMask
+    """The BlockMask of a routing idx (B, R, k): query block r attends to key blocks idx[b, r].
+
+    Block size = one region (region-major token order). full=True (default on CUDA) lists the
+    routed blocks as FULL blocks, which the fused kernel computes without evaluating the mask;
+    full=False lists them as partial blocks, masked per element (the CPU's compiled flex kernel
+    fails to build when full blocks are given: torch 2.14 C++ template error). Either way the
+    mask_mod checks block membership, so the unfused path - which ignores the block lists and
+    evaluates the mask per element - is exact too.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    B, R, k = idx.shape
+    T = tokens_per_region
+    full = idx.device.type == "cuda" if full is None else full
+    routed = torch.zeros(B, R, R, dtype=torch.bool, device=idx.device).scatter_(2, idx, True)  # (B, R, R)
+    # Key blocks, routed ones first (the kernel reads the first `num` of each row).
+    order = routed.to(torch.int8).argsort(dim=-1, descending=True, stable=True).to(torch.int32)
+    order = order.unsqueeze(1).contiguous()  # (B, 1, R, R): one mask for every head
+    num = torch.full((B, 1, R), k, dtype=torch.int32, device=idx.device)
+
+    def mask_mod(b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
+        return routed[b, q_idx // T, kv_idx // T]
+
+    lengths = (R * T, R * T)
+    if full:
+        # no partially masked blocks: every routed block is computed whole
+        return BlockMask.from_kv_blocks(torch.zeros_like(num), order, num, order, BLOCK_SIZE=T, mask_mod=mask_mod,
+                                        seq_lengths=lengths)
+    return BlockMask.from_kv_blocks(num, order, BLOCK_SIZE=T, mask_mod=mask_mod, seq_lengths=lengths)
+
+
+_COMPILED_FLEX: Callable | None = None
+
+
+def _flex_fn(compiled: bool) -> Callable:
+    """flex_attention, compiled once per process (the fused kernel) or eager (the unfused path,
+    which materialises the scores: fine for CPU tests, never for training)."""
+    global _COMPILED_FLEX
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if not compiled or torch.compiler.is_compiling():
+        return flex_attention  # inside a compiled model dynamo fuses it with the rest
+    if _COMPILED_FLEX is None:
+        _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
+    return _COMPILED_FLEX
+
+
+def flex_route_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: tuple[int, int], regions: int,
+                         topk: int, idx: torch.Tensor | None = None, compiled: bool | None = None) -> torch.Tensor:
+    """Route attention through FlexAttention; q, k, v (B, heads, H*W, d) row-major -> the same.
+
+    `idx` (B, S^2, topk) reuses a routing (default: computed by `route_indices`). `compiled`
+    (default: on CUDA) runs the torch.compile'd flex_attention. CPU inputs must not need a
+    gradient (no flex backward on the CPU; a failed one would also leave a compiled flex on its
+    dense fallback). Computes in the inputs' dtype (bf16 under autocast on CUDA).
+    """
+    rh, rw = _region_shape(grid, regions, topk)
+    T = rh * rw
+    if q.device.type != "cuda" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        raise NotImplementedError(
+            "route attention: FlexAttention has no backward on the CPU; use backend 'blocks' there "
+            "(route_attention's 'auto' does)"
+        )
+    if q.device.type == "cuda" and not flex_block_ok(T):
+        raise ValueError(
+            f"route attention: {T} tokens per region ({rh}x{rw}) do not suit the fused flex kernel (a power of "
+            f"two >= 16 is needed); use backend 'blocks' or other decoder.route_regions"
+        )
+    if idx is None:
+        idx = route_indices(q, k, grid, regions, topk)  # (B, S^2, topk), no gradient
+    block_mask = route_block_mask(idx, T)
+    compiled = q.device.type == "cuda" if compiled is None else compiled
+    kwargs = {}
+    if q.device.type == "cuda" and T < 128:
+        # One region per kernel tile: older torch (< 2.12) does not shrink its default 128/64 tiles
+        # to a smaller sparse block size by itself and rejects the mask.
+        kwargs["kernel_options"] = {name: T for name in ("BLOCK_M", "BLOCK_N", "BLOCK_M1", "BLOCK_N1", "BLOCK_M2",
+                                                         "BLOCK_N2")}
+    qr, kr, vr = (to_region_tokens(t, grid, regions) for t in (q, k, v))  # (B, heads, N, d) region-major
+    out = _flex_fn(compiled)(qr, kr, vr, block_mask=block_mask, **kwargs)
+    return from_region_tokens(out, grid, regions)
+
+
+def resolve_backend(backend: str, device: torch.device, grid: tuple[int, int], regions: int) -> str:
+    """'auto' -> 'flex' on CUDA when flex is importable and the region size suits it, else 'blocks'
+    (LDVC_ROUTE_ATTENTION overrides 'auto'); explicit names are returned as they are."""
+    if backend not in BACKENDS:
+        raise ValueError(f"route attention backend {backend!r} is not one of {BACKENDS}")
+    if backend != "auto":
+        return backend
+    forced = os.environ.get(ENV_BACKEND, "").strip()
+    if forced:
+        if forced not in ("blocks", "flex"):
+            raise ValueError(f"{ENV_BACKEND}={forced!r}: use blocks or flex")
+        return forced
+    tokens = (grid[0] // regions) * (grid[1] // regions)
+    if device.type == "cuda" and flex_available() and flex_block_ok(tokens):
+        return "flex"
+    return "blocks"
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry point and module
+# --------------------------------------------------------------------------------------------
 
 
 def route_attention(
@@ -184,10 +355,12 @@ def route_attention(
     grid: tuple[int, int],
     regions: int,
     topk: int,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Bi-level routing attention. q, k, v: (B, heads, H*W, head_dim), row-major; returns the same.
 
-    `regions` per side must divide both grid sides; 1 <= topk <= regions^2.
+    `regions` per side must divide both grid sides; 1 <= topk <= regions^2. `backend`: "auto"
+    (flex on CUDA, blocks elsewhere), "blocks" or "flex" (module docstring); all give the same result.
     """
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
         raise ValueError(
@@ -201,6 +374,8 @@ def route_attention(
     if topk == regions * regions:
         # Every query region routes to every key region: plain dense attention.
         return F.scaled_dot_product_attention(q, k, v)
+    if resolve_backend(backend, q.device, grid, regions) == "flex":
+        return flex_route_attention(q, k, v, grid, regions, topk)
     idx = route_indices(q, k, grid, regions, topk)  # (B, S^2, topk), no gradient
     out = routed_block_attention(
         to_region_major(q, grid, regions), to_region_major(k, grid, regions),
@@ -213,11 +388,13 @@ class RouteAttention(nn.Module):
     """Multi-head (route) self-attention over a token map: (B, H*W, dim) -> (B, H*W, dim).
 
     route=False gives plain dense multi-head self-attention with the same projections and LePE
-    (the "no route attention" ablation changes nothing else).
+    (the "no route attention" ablation changes nothing else). `backend` picks the exact kernel
+    (`route_attention`); it changes no parameter and no result.
     """
 
     def __init__(
-        self, dim: int, heads: int, regions: int, topk: int, lepe: bool = False, route: bool = True
+        self, dim: int, heads: int, regions: int, topk: int, lepe: bool = False, route: bool = True,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if dim % heads:
@@ -230,6 +407,9 @@ class RouteAttention(nn.Module):
         self.regions = regions
         self.topk = topk
         self.route = route
+        if backend not in BACKENDS:
+            raise ValueError(f"RouteAttention: backend {backend!r} is not one of {BACKENDS}")
+        self.backend = backend
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         # LePE: locally-enhanced positional encoding, a depth-wise conv on V (BiFormer).
@@ -243,7 +423,7 @@ class RouteAttention(nn.Module):
         qkv = self.qkv(x).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, heads, N, d)
         if self.route:
-            out = route_attention(q, k, v, grid, self.regions, self.topk)
+            out = route_attention(q, k, v, grid, self.regions, self.topk, self.backend)
         else:
             out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(1, 2).reshape(B, N, C)  # (B, N, dim)

@@ -6,6 +6,8 @@ class names -> prompted CLIP text encoder (class embeddings, template-ensembled)
 global, text) -> mask logits upsampled to the input size. Images arrive normalised with ImageNet
 mean/std (ZegCLIP's choice), done by the data pipeline, not here.
 
+Assembly from a config (`build_segmentor`, `build_model`) lives in ldvc/model/build.py.
+
 `class_ids` chooses which classes' embeddings reach the decoder: inductive training passes the
 seen ids (unseen names never reach the model), evaluation passes all (None). Logits follow the
 order of `class_ids`; `ldvc.model.losses.to_local_target` maps labels to that order.
@@ -13,18 +15,11 @@ order of `class_ids`; `ldvc.model.losses.to_local_target` maps labels to that or
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import torch
 from torch import nn
 
-from ldvc.config import Config
-from ldvc.model.decoders import DECODERS
 from ldvc.model.image_encoder import PromptedImageEncoder
-from ldvc.model.param_count import count_parameters
 from ldvc.model.text_encoder import PromptedTextEncoder
-
-__all__ = ["Segmentor", "build_segmentor", "count_parameters"]
 
 
 class Segmentor(nn.Module):
@@ -61,41 +56,3 @@ class Segmentor(nn.Module):
                 f"missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
         self.load_state_dict(state, strict=False)
-
-
-def build_segmentor(
-    cfg: Config,
-    clip_model: nn.Module,
-    class_names: Sequence[str],
-    tokenizer: Callable[..., torch.Tensor] | None = None,
-) -> Segmentor:
-    """The model of `cfg` on `clip_model` (frozen in place) for `class_names` (all classes).
-
-    `tokenizer` defaults to open_clip's tokenizer of cfg.clip.model.
-    """
-    names = list(class_names)
-    if not names or any(not isinstance(n, str) or not n.strip() for n in names):
-        raise ValueError("build_segmentor: class_names must be a non-empty list of non-empty strings")
-    if len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"build_segmentor: duplicate class names {dupes}")
-    d = cfg.decoder
-    if d.type not in DECODERS:
-        raise ValueError(f"decoder.type {d.type!r} is not registered; choose one of {sorted(DECODERS)}")
-    image_encoder = PromptedImageEncoder(clip_model.visual, cfg.prompt.visual_tokens, cfg.prompt.visual_depth)
-    if d.route_attention and d.type == "lctd":
-        h, w = image_encoder.grid((cfg.data.image_size, cfg.data.image_size))
-        if h % d.route_regions or w % d.route_regions:
-            raise ValueError(
-                f"decoder.route_regions {d.route_regions} does not divide the {h}x{w} token grid of "
-                f"data.image_size {cfg.data.image_size}; pick a divisor of {h}"
-            )
-    if tokenizer is None:
-        from ldvc.model.clip_loader import tokenizer as clip_tokenizer
-
-        tokenizer = clip_tokenizer(cfg.clip.model)
-    text_encoder = PromptedTextEncoder(
-        clip_model, tokenizer, names, cfg.prompt.templates, cfg.prompt.text_tokens, cfg.prompt.text_depth
-    )
-    decoder = DECODERS[d.type](image_encoder.embed_dim, d)
-    return Segmentor(image_encoder, text_encoder, decoder)

@@ -22,6 +22,10 @@ Our concrete choices (the paper gives no formula):
   tensor changes (in-place version counter), so evaluation does not re-run the text encoder.
 - A class name that does not fit the context length (the tiny CLIP has 16 tokens) is an error,
   never a silent truncation.
+- The forward has no data-dependent Python control flow (no `.item()`), so `torch.compile` traces
+  it without graph breaks: the truncation length is fixed per template at construction (the
+  longest prompt of any class), and the class-id checks and the embedding cache run only in eager
+  mode (skipped while compiling).
 """
 
 from __future__ import annotations
@@ -119,6 +123,10 @@ class PromptedTextEncoder(nn.Module):
             ids.append(tokens)
             spans.append(span if self.prompt_depth > 0 else (span[1], span[1]))
         self.register_buffer("token_ids", torch.stack(ids), persistent=False)  # (templates, C, L)
+        ends = torch.stack([self._eot_positions(t) for t in ids])  # (templates, C)
+        self.register_buffer("eot", ends, persistent=False)
+        # causal attention + pooling at the end token: positions after the longest prompt never matter
+        self.lengths = [int(e.max()) + 1 for e in ends]
         self.spans = spans  # per template: [start, end) of the learnable positions
         self.prompts = nn.ParameterList(
             [self._make_prompt(self._initial_states(t, s)) for t, s in enumerate(spans)]
@@ -204,9 +212,8 @@ class PromptedTextEncoder(nn.Module):
         return block(x.transpose(0, 1), attn_mask=mask).transpose(0, 1)
 
     def _encode_template(self, t: int, class_ids: torch.Tensor) -> torch.Tensor:
-        ids = self.token_ids[t].index_select(0, class_ids)  # (C', L)
-        ends = self._eot_positions(ids)  # (C',)
-        ids = ids[:, : int(ends.max()) + 1]  # causal: nothing after the last end token matters
+        ids = self.token_ids[t, :, : self.lengths[t]].index_select(0, class_ids)  # (C', L')
+        ends = self.eot[t].index_select(0, class_ids)  # (C',)
         x = self._embed(ids)  # (C', L', width)
         start, end = self.spans[t]
         prompts = self.prompts[t]
@@ -236,14 +243,15 @@ class PromptedTextEncoder(nn.Module):
         """class_ids (C',) long into `class_names` (None = all) -> (C', D) normalised embeddings."""
         device = self.token_ids.device
         C = len(self.class_names)
+        compiling = torch.compiler.is_compiling()
         if class_ids is None:
             class_ids = torch.arange(C, device=device)
         else:
             class_ids = torch.as_tensor(class_ids, dtype=torch.long, device=device).reshape(-1)
-            if class_ids.numel() == 0 or int(class_ids.min()) < 0 or int(class_ids.max()) >= C:
+            if not compiling and (class_ids.numel() == 0 or int(class_ids.min()) < 0 or int(class_ids.max()) >= C):
                 raise ValueError(f"class_ids must be non-empty indices in 0..{C - 1}, got {class_ids.tolist()}")
         cacheable = not self.has_prompts or not torch.is_grad_enabled()
-        if not cacheable:
+        if compiling or not cacheable:
             return self._encode(class_ids)
         key = self._cache_state()
         if self._cache is None or self._cache_key != key:
