@@ -42,10 +42,14 @@ def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPar
 # ---------------------------------------------------------------------------------------------- predict
 
 
+CHECKPOINT_HELP = ("model.pt, checkpoints/iter_XXXXXX.pt or a run folder; or from the repository's MLflow store: "
+                   "a training run id, runs:/<run_id>/<path> or models:/<model_id>")
+
+
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", type=Path, help="image files (any size, any format PIL reads)")
     p.add_argument("--classes", required=True, help='comma-separated class names, e.g. "cat,dog,grass"')
-    p.add_argument("--checkpoint", required=True, type=Path, help="model.pt or checkpoints/iter_XXXXXX.pt")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)")
     p.add_argument("--clip-weights", type=Path, default=None,
                    help="CLIP weights file (default: the path recorded in the checkpoint)")
@@ -71,7 +75,9 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setting", choices=["inductive", "transductive"], default="inductive")
     p.add_argument("--split", type=Path, required=True, help="split JSON written by the split stage")
     p.add_argument("--data-root", type=Path, default=None, help="canonical dataset (default: data.root)")
-    p.add_argument("--clip-weights", type=Path, default=None, help="CLIP weights file (default: random init)")
+    p.add_argument("--clip-weights", type=Path, default=None,
+                   help="CLIP weights file (train default: random init; evaluate default: the file the checkpoint "
+                        "recorded, looked up from the cwd, then the repository root)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
 
 
@@ -101,16 +107,20 @@ def _train_run(args: argparse.Namespace) -> int:
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     _common_args(p)
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="checkpoint to evaluate (default: eval.checkpoint, else OUT/model.pt)")
+    p.add_argument("--checkpoint", default=None,
+                   help=f"checkpoint to evaluate (default: eval.checkpoint, else OUT/model.pt): {CHECKPOINT_HELP}")
 
 
 def _evaluate_run(args: argparse.Namespace) -> int:
+    from ldvc.checkpoint_uri import resolve_checkpoint, resolve_clip_weights
     from ldvc.eval.evaluate import evaluate_checkpoint
+    from ldvc.train.checkpoint import load_checkpoint
 
     cfg, split, root = _load(args)
-    ckpt = args.checkpoint or (Path(cfg.eval.checkpoint) if cfg.eval.checkpoint else args.out / "model.pt")
-    metrics = evaluate_checkpoint(cfg, args.setting, split, root, ckpt, args.clip_weights, args.out)
+    ckpt = resolve_checkpoint(args.checkpoint or cfg.eval.checkpoint or args.out / "model.pt")
+    # without --clip-weights: the CLIP the checkpoint was trained with (recorded path, sha256-checked later)
+    clip_weights = resolve_clip_weights(load_checkpoint(ckpt)["clip"].get("weights"), ckpt, args.clip_weights)
+    metrics = evaluate_checkpoint(cfg, args.setting, split, root, ckpt, clip_weights, args.out)
     print(json.dumps({k: v for k, v in metrics.items() if k != "per_class"}))
     return 0
 
@@ -132,8 +142,24 @@ def _preset_run(args: argparse.Namespace) -> int:
     return run_preset(args)
 
 
-register("preset", "rewrite params.yaml for a paper setup (voc, coco_stuff) or the default (synthetic)",
+register("preset", "rewrite params.yaml for a paper setup (voc, coco_stuff, context59) or the default (synthetic)",
          _preset_args, _preset_run)
+
+
+def _import_zegclip_args(p: argparse.ArgumentParser) -> None:
+    from ldvc.model.zegclip_import import add_arguments
+
+    add_arguments(p)
+
+
+def _import_zegclip_run(args: argparse.Namespace) -> int:
+    from ldvc.model.zegclip_import import run
+
+    return run(args)
+
+
+register("import-zegclip", "convert a released ZegCLIP checkpoint (mmseg .pth) into an ldvc checkpoint",
+         _import_zegclip_args, _import_zegclip_run)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -283,7 +283,7 @@ class Config:
     ablation: dict[str, dict[str, Any]] = field(default_factory=dict)
     # target name -> partial `data` section: the main inductive model evaluated on that dataset
     cross_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"range": Range(ge=0)})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -496,7 +496,9 @@ def check(cfg: Config, variant: bool = False) -> None:
         raise ConfigError("'loss.focal_weight' and 'loss.dice_weight' are both 0: nothing would be learned")
     pre = cfg.clip.pretrain
     if pre.warmup_steps > pre.steps:
-        raise ConfigError(f"'clip.pretrain.warmup_steps' = {pre.warmup_steps} exceeds 'clip.pretrain.steps' = {pre.steps}")
+        raise ConfigError(
+            f"'clip.pretrain.warmup_steps' = {pre.warmup_steps} exceeds 'clip.pretrain.steps' = {pre.steps}"
+        )
     if e.stride > e.window:
         raise ConfigError(f"'eval.stride' ({e.stride}) larger than 'eval.window' ({e.window}) leaves gaps")
     if not cfg.prompt.templates or any(tpl.count("{}") != 1 for tpl in cfg.prompt.templates):

@@ -1,16 +1,27 @@
-"""Where every stage reads and writes (one place, so stages, reports and tests agree).
+"""Where every stage reads and writes, and what every stage checks first (one place, so stages,
+reports and tests agree).
 
-Layout (relative to the repository root):
+Layout (relative to the repository root, or to DVC's copy of it for queued/temp experiments):
+  data/inputs.json          digests of every external input of the download stage (inputs stage)
+  data/inputs_cross.json    the same for the cross-dataset targets
   data/prepared/            canonical dataset (download stage)
+  data/cross/<target>/      canonical datasets of the cross-dataset targets (prepare_cross stage)
   data/split.json           seen/unseen split (split stage)
   models/clip/clip.json     which CLIP weights to use: model name, file, sha256 (clip stage)
   runs/<variant>/seed<s>/<setting>/
                             training outputs (checkpoints/, model.pt, train_log.csv,
                             train_summary.json) and evaluation outputs (metrics.json,
                             per_class_iou.csv, confusion.png, overlays/); variant "ldvc" holds
-                            the main runs, the others are ablation variants
-  metrics/*.json            DVC metrics (clip, inductive, transductive, ablation)
+                            the main runs, the others are ablation variants; setting is
+                            inductive | transductive | fully_supervised; cross-dataset
+                            evaluations in runs/cross/<target>/seed<s>/
+  metrics/*.json            DVC metrics (clip, inductive, transductive, ablation, cross)
   reports/tables, reports/figures
+
+Every stage is run as a module (`python -m stages.<name>`, dvc.yaml) so that it imports the `ldvc`
+of the tree DVC runs it in: with `pip install -e .` a plain script would import the workspace's
+ldvc even inside a queued experiment's copy, and an experiment that edits code under ldvc/ would
+run the workspace's code. `load_stage_config` refuses to run if that happens anyway.
 """
 
 from __future__ import annotations
@@ -21,28 +32,60 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ldvc.config import MAIN_VARIANT, Config, load_config, repo_root
+import ldvc
+from ldvc.config import CROSS_ROOT, MAIN_VARIANT, Config, ConfigError, load_config
 
 SPLIT_FILE = Path("data/split.json")
+INPUTS_FILE = Path("data/inputs.json")
+CROSS_INPUTS_FILE = Path("data/inputs_cross.json")
 CLIP_DIR = Path("models/clip")
 CLIP_RECORD = CLIP_DIR / "clip.json"
 RUNS = Path("runs")
 METRICS = Path("metrics")
 REPORTS = Path("reports")
+PRESETS = Path("presets")
+
+
+class StageError(RuntimeError):
+    """A stage cannot run as set up (wrong code tree, missing input); the message says the fix."""
 
 
 def run_dir(variant: str, seed: int, setting: str) -> Path:
     return RUNS / variant / f"seed{seed}" / setting
 
 
+def cross_root(target: str) -> Path:
+    return Path(CROSS_ROOT) / target
+
+
+def check_code_tree(cwd: Path | None = None) -> None:
+    """The imported ldvc must be the one of the tree the stage runs in (see the module docstring)."""
+    here = (cwd or Path.cwd()).resolve()
+    package = Path(ldvc.__file__).resolve().parent
+    if here not in package.parents:
+        raise StageError(
+            f"this stage runs in {here} but imports ldvc from {package}: an experiment would run other code "
+            f"than its own. Run stages as modules from the repository root (`python -m stages.<name>`, as "
+            f"dvc.yaml does), or set PYTHONPATH to the tree"
+        )
+
+
 def load_stage_config(variant: str = MAIN_VARIANT) -> Config:
-    """params.yaml of the current directory (DVC runs stages at the repo or experiment root)."""
+    """params.yaml of the current directory (DVC runs stages at the repo or experiment root),
+    validated against the code (ldvc.validate) before any work."""
+    from ldvc.validate import validate_run
+
+    check_code_tree()
     cfg = load_config("params.yaml")
+    try:
+        validate_run(cfg, preset_dir=PRESETS)
+    except ConfigError as err:
+        raise ConfigError(f"params.yaml: {err}") from None
     return cfg if variant == MAIN_VARIANT else cfg.variant(variant)
 
 
 def is_main_process() -> bool:
-    # accelerate launch / torchrun set RANK; a plain `python stages/x.py` is the only process.
+    # accelerate launch / torchrun set RANK; a plain `python -m stages.x` is the only process.
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -68,6 +111,14 @@ def run_inputs(variant: str, seed: int) -> tuple[Config, dict[str, Any], Path | 
     return cfg, load_split(SPLIT_FILE), clip_weights()[1]
 
 
+def training_split(cfg: Config, split: dict[str, Any]) -> dict[str, Any]:
+    """The split a run trains on: the benchmark split, or every class for a fully supervised variant."""
+    if not cfg.fully_supervised:
+        return split
+    classes = list(split["classes"])
+    return {**split, "seen": list(range(len(classes))), "unseen": [], "seen_names": classes, "unseen_names": []}
+
+
 def read_json(path: Path) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the stage that produces it first (`dvc repro`)")
@@ -85,7 +136,7 @@ def clip_weights() -> tuple[str, Path | None]:
 
 
 def run_tags(cfg: Config, variant: str, seed: int | None = None, setting: str | None = None) -> dict[str, str]:
-    tags = {"ldvc.variant": variant, "ldvc.decoder": cfg.decoder.type}
+    tags = {"ldvc.variant": variant, "ldvc.decoder": cfg.decoder.type, "ldvc.protocol": cfg.project.protocol}
     if seed is not None:
         tags["ldvc.seed"] = str(seed)
     if setting is not None:
@@ -93,7 +144,11 @@ def run_tags(cfg: Config, variant: str, seed: int | None = None, setting: str | 
     return tags
 
 
-__all__ = ["repo_root"]
+def dataset_label(cfg_data: Any) -> str:
+    """The dataset a record is about: data.dataset, with the synthetic world when not the default."""
+    if cfg_data.dataset == "synthetic" and cfg_data.synthetic.world != "default":
+        return f"synthetic_{cfg_data.synthetic.world}"
+    return cfg_data.dataset
 
 
 # training summary key -> metrics.json key
@@ -101,20 +156,53 @@ TRAIN_FIELDS = {"learnable_params": "learnable_params", "total_params": "total_p
                 "images_per_s": "train_images_per_s", "seconds": "train_seconds"}
 
 
-def annotate_metrics(out_dir: Path, cfg: Config, variant: str, seed: int, setting: str) -> dict[str, Any]:
-    """Add the run's identity and training facts to out_dir/metrics.json, so every record the
-    reports read (from disk or MLflow) is self-describing."""
+def annotate_metrics(out_dir: Path, cfg: Config, variant: str, seed: int, setting: str,
+                     checkpoint: Path, dataset: str | None = None, extra: dict[str, Any] | None = None
+                     ) -> dict[str, Any]:
+    """Add the run's identity, training facts, protocol conformance and software versions to
+    out_dir/metrics.json, so every record the reports read (from disk or MLflow) is self-describing.
+
+    Protocol deviations compare the TRAINING keys of the evaluated checkpoint's recorded config and
+    the EVALUATION keys of `cfg` with presets/<project.protocol>.yaml (ldvc/protocol.py)."""
+    from ldvc.environment import versions
+    from ldvc.protocol import describe, deviations
     from ldvc.tracking import write_json_atomic
+    from ldvc.train.checkpoint import load_checkpoint
 
     metrics = read_json(out_dir / "metrics.json")
     summary_path = out_dir / "train_summary.json"
     if summary_path.exists():
         summary = read_json(summary_path)
         metrics.update({dst: summary[src] for src, dst in TRAIN_FIELDS.items() if src in summary})
-    metrics.update(variant=variant, seed=seed, setting=setting, dataset=cfg.data.dataset, decoder=cfg.decoder.type)
+    ckpt = load_checkpoint(checkpoint)
+    devs = deviations(cfg.project.protocol, PRESETS, ckpt["config"], cfg.to_dict())
+    trained = ckpt["config"]
+    metrics.update(
+        variant=variant, seed=seed, setting=setting, dataset=dataset or dataset_label(cfg.data),
+        decoder=trained["decoder"]["type"], protocol=cfg.project.protocol, protocol_conformant=not devs,
+        protocol_deviations=devs, protocol_deviations_text=describe(devs),
+        imported=bool(ckpt.get("imported_from")), checkpoint=str(checkpoint), versions=versions(),
+        **(extra or {}),
+    )
     write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics
 
 
+def protocol_tags(metrics: dict[str, Any]) -> dict[str, str]:
+    """MLflow tags of a record's protocol conformance."""
+    return {"ldvc.protocol": str(metrics.get("protocol", "")),
+            "ldvc.protocol_conformant": str(bool(metrics.get("protocol_conformant"))).lower(),
+            "ldvc.protocol_deviations": str(metrics.get("protocol_deviations_text", ""))[:5000]}
+
+
 def numeric(d: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def log_dataset_input(run: Any, digest_file: Path, split: str, context: str) -> None:
+    """Log the prepared dataset split a run read (name, digest from the download stage) to MLflow."""
+    from ldvc.data.digest import read_dataset_digest
+
+    rec = read_dataset_digest(digest_file)
+    run.log_dataset(name=rec["dataset"], digest=rec["splits"][split]["digest"], source=rec["root"], split=split,
+                    context=context)

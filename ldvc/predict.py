@@ -20,14 +20,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ldvc.checkpoint_uri import resolve_checkpoint, resolve_clip_weights
 from ldvc.config import ConfigError, config_from_dict
 from ldvc.data.augment import eval_size, resize_pair
 from ldvc.data.dataset import load_image
 from ldvc.eval.evaluate import check_clip
-from ldvc.eval.inference import calibrated_labels, infer_logits
+from ldvc.eval.inference import calibrated_labels, infer_scores
 from ldvc.eval.visualize import overlay_figure, palette, to_uint8_image
+from ldvc.model.build import build_model
 from ldvc.train import checkpoint as ckpt_io
-from ldvc.train.loop import build_model
 
 MAX_CLASSES = 255  # label PNGs are uint8; 255 is reserved for "ignore"
 
@@ -54,9 +55,14 @@ def _atomic_png(image: Image.Image, path: Path) -> None:
             tmp.unlink()
 
 
-def load_predictor(checkpoint: Path, class_names: Sequence[str], clip_weights: Path | None = None,
+def load_predictor(checkpoint: str | Path, class_names: Sequence[str], clip_weights: Path | None = None,
                    mode: str | None = None, device: str | None = None):
-    """(model, cfg) ready for inference on `class_names`; clip_weights default to the recorded path."""
+    """(model, cfg) ready for inference on `class_names`.
+
+    `checkpoint`: a file or an MLflow run id / runs:/ / models:/ URI (ldvc.checkpoint_uri);
+    clip_weights default to the path the checkpoint recorded (cwd, then the repository root).
+    """
+    checkpoint = resolve_checkpoint(checkpoint)
     ckpt = ckpt_io.load_checkpoint(checkpoint)
     try:
         cfg = config_from_dict(ckpt["config"])
@@ -64,12 +70,7 @@ def load_predictor(checkpoint: Path, class_names: Sequence[str], clip_weights: P
         raise ckpt_io.CheckpointError(f"checkpoint {checkpoint} holds an invalid config: {err}") from None
     if mode is not None:
         cfg.eval.mode = mode
-    if clip_weights is None and ckpt["clip"].get("weights"):
-        clip_weights = Path(ckpt["clip"]["weights"])
-        if not clip_weights.exists():
-            raise FileNotFoundError(
-                f"the CLIP weights recorded in {checkpoint} ({clip_weights}) are not here; pass --clip-weights"
-            )
+    clip_weights = resolve_clip_weights(ckpt["clip"].get("weights"), checkpoint, clip_weights)
     check_clip(ckpt, cfg.clip.model, clip_weights, checkpoint)
     model = build_model(cfg, clip_weights, list(class_names))
     ckpt_io.load_learnable_state(model, ckpt["model"], checkpoint)
@@ -89,7 +90,7 @@ def predict(images: Sequence[str | Path], class_names: Sequence[str], checkpoint
     if missing:
         raise FileNotFoundError(f"image(s) not found: {missing}")
     decoded = [load_image(p) for p in paths]  # undecodable files fail here, before the model loads
-    model, cfg = load_predictor(Path(checkpoint), class_names, Path(clip_weights) if clip_weights else None, mode)
+    model, cfg = load_predictor(checkpoint, class_names, Path(clip_weights) if clip_weights else None, mode)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     colours = palette(len(class_names))
@@ -99,8 +100,8 @@ def predict(images: Sequence[str | Path], class_names: Sequence[str], checkpoint
     for path, image in zip(paths, decoded):
         h, w = image.shape[-2:]
         resized, _ = resize_pair(image, None, eval_size(h, w, cfg.data.image_size))
-        logits = infer_logits(model, [resized], [(h, w)], cfg.eval, cfg.data.image_size)[0]  # (C, H, W)
-        labels = calibrated_labels(logits, [], 0.0, inductive=False).numpy().astype(np.uint8)  # (H, W)
+        scores = infer_scores(model, [resized], [(h, w)], cfg.eval, cfg.data.image_size)[0]  # (C, H, W)
+        labels = calibrated_labels(scores, [], 0.0, inductive=False).numpy().astype(np.uint8)  # (H, W)
         label_img = Image.fromarray(labels, mode="P")
         label_img.putpalette(flat_palette.flatten().tolist())
         lab_path, ov_path = out / f"{path.stem}_labels.png", out / f"{path.stem}_overlay.png"

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ldvc.config import repo_root
 from ldvc.model.clip_weights import resolve_weights
-from ldvc.pipeline import CLIP_DIR, CLIP_RECORD, METRICS, load_stage_config, repo_root
+from ldvc.pipeline import CLIP_DIR, CLIP_RECORD, METRICS, load_stage_config
 from ldvc.tracking import stage_run, write_json_atomic
 
 

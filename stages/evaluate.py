@@ -1,11 +1,23 @@
 """Stages `evaluate_inductive` and `evaluate_transductive`: all classes at test time, dataset-level
-IoU, fragmentation, per-class table, confusion matrix and overlays (`accelerate launch`-able)."""
+IoU, fragmentation, per-class table, confusion matrix and overlays, protocol conformance
+(launched with `python -m ldvc.launch`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ldvc.pipeline import annotate_metrics, is_main_process, numeric, run_arguments, run_dir, run_inputs, run_tags
+from ldvc.data.digest import DIGEST_FILE
+from ldvc.pipeline import (
+    annotate_metrics,
+    is_main_process,
+    log_dataset_input,
+    numeric,
+    protocol_tags,
+    run_arguments,
+    run_dir,
+    run_inputs,
+    run_tags,
+)
 from ldvc.tracking import stage_run
 
 
@@ -23,7 +35,9 @@ def main() -> None:
                    record_to=out / "eval_run.json") as run:
         evaluate_checkpoint(cfg, args.setting, split, cfg.data.root, checkpoint, weights, out, log=run.log_metrics)
         if main_process:
-            metrics = annotate_metrics(out, cfg, args.variant, args.seed, args.setting)
+            metrics = annotate_metrics(out, cfg, args.variant, args.seed, args.setting, checkpoint)
+            run.set_tags(protocol_tags(metrics))
+            log_dataset_input(run, DIGEST_FILE, "val", "evaluation")
             run.log_metrics(numeric(metrics))
             for name in ("metrics.json", "per_class_iou.csv", "confusion.png", "overlays"):
                 run.log_artifact(out / name)

@@ -1,12 +1,21 @@
-"""Stages `train_inductive` and `train_transductive` (launched with `accelerate launch`).
+"""Stages `train_inductive` and `train_transductive` (launched with `python -m ldvc.launch`).
 
 Inductive: seen classes only. Transductive: starts from the inductive checkpoint at
-`transductive.init_iter` and pseudo-labels the ignored pixels with unseen classes.
+`transductive.init_iter` and pseudo-labels the pixels of unseen classes.
 """
 
 from __future__ import annotations
 
-from ldvc.pipeline import is_main_process, numeric, run_arguments, run_dir, run_inputs, run_tags
+from ldvc.data.digest import DIGEST_FILE
+from ldvc.pipeline import (
+    is_main_process,
+    log_dataset_input,
+    numeric,
+    run_arguments,
+    run_dir,
+    run_inputs,
+    run_tags,
+)
 from ldvc.tracking import stage_run, write_json_atomic
 
 
@@ -22,6 +31,7 @@ def main() -> None:
             raise FileNotFoundError(f"{init}: the inductive run has no checkpoint at transductive.init_iter "
                                     f"= {cfg.transductive.init_iter}; re-run train_inductive")
 
+    from ldvc.environment import versions
     from ldvc.train.loop import train_segmentor
 
     main_process = is_main_process()
@@ -31,9 +41,11 @@ def main() -> None:
         summary = train_segmentor(cfg, args.setting, split, cfg.data.root, weights, out,
                                   init_checkpoint=init, log=run.log_metrics)
         if main_process:
-            write_json_atomic(out / "train_summary.json", summary)
-        run.log_metrics(numeric(summary))
-        run.log_artifact(out / "train_log.csv")
+            write_json_atomic(out / "train_summary.json", {**summary, "versions": versions()})
+            log_dataset_input(run, DIGEST_FILE, "train", "training")
+            run.log_metrics(numeric(summary))
+            run.log_artifact(out / "train_log.csv")
+            run.log_checkpoint(out / "model.pt")
 
 
 if __name__ == "__main__":

@@ -25,9 +25,12 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         evaluate_checkpoint(cfg, "inductive", split, root, tmp_path / "nope.pt", None, out)
 
-    other_arch = tiny_config({"decoder": {"layers": 2}})
+    # the model is built from the checkpoint's own config: weights that do not fit it are named
+    tampered = load_checkpoint(good)
+    tampered["config"]["decoder"]["layers"] = 2
+    atomic_save(tampered, tmp_path / "tampered.pt")
     with pytest.raises(CheckpointError, match="does not fit this model.*another architecture"):
-        evaluate_checkpoint(other_arch, "inductive", split, root, good, None, out)
+        evaluate_checkpoint(cfg, "inductive", split, root, tmp_path / "tampered.pt", None, out)
 
     ckpt = load_checkpoint(good)
     ckpt["class_names"] = ckpt["class_names"][:5]  # trained on another dataset / class count
@@ -68,9 +71,9 @@ def test_nan_loss_stops_naming_step_and_last_checkpoint(tmp_path, monkeypatch):
     real = losses.segmentation_loss
     calls = {"n": 0}
 
-    def poisoned(logits, target, loss_cfg):
+    def poisoned(logits, target, loss_cfg, num_masks=None):
         calls["n"] += 1
-        loss, parts = real(logits, target, loss_cfg)
+        loss, parts = real(logits, target, loss_cfg, num_masks)
         return (loss * float("nan"), parts) if calls["n"] == 3 else (loss, parts)  # 3rd step: step index 2
 
     monkeypatch.setattr(losses, "segmentation_loss", poisoned)

@@ -49,13 +49,18 @@ def test_train_samples_are_a_pure_function_of_seed_and_position(root):
     assert sorted(a.image_index(p) for p in range(10, 20)) == list(range(10))
 
 
-def test_global_batch_positions_do_not_depend_on_process_count():
-    one = micro_batch_positions(5, 1, grad_accum=2, batch_size=4, rank=0, world=1)
-    two = [p for r in range(2) for p in micro_batch_positions(5, 1, grad_accum=2, batch_size=4, rank=r, world=2)]
-    assert one == two == list(range(44, 48))
-    with pytest.raises(DatasetError, match="not divisible"):
-        micro_batch_positions(0, 0, 1, batch_size=3, rank=0, world=2)
-    sampler = StepBatchSampler(start_step=2, total_steps=4, grad_accum=2, batch_size=2, rank=0, world=1)
+def test_global_batch_positions_do_not_depend_on_the_layout():
+    """Step 5 of a global batch of 8 is positions 40..47 whatever the processes / per-device split."""
+    step = list(range(40, 48))
+    layouts = [(1, 8), (1, 4), (2, 4), (2, 2), (4, 1), (8, 1)]  # (processes, per device)
+    for world, per in layouts:
+        accum = 8 // (world * per)
+        got = [p for m in range(accum) for r in range(world)
+               for p in micro_batch_positions(5, m, batch_size=8, per_device=per, rank=r, world=world)]
+        assert got == step, (world, per)
+    with pytest.raises(DatasetError, match="not 2 processes x 2"):
+        micro_batch_positions(0, 0, batch_size=6, per_device=2, rank=0, world=2)
+    sampler = StepBatchSampler(start_step=2, total_steps=4, batch_size=4, per_device=2, rank=0, world=1)
     assert list(sampler) == [[8, 9], [10, 11], [12, 13], [14, 15]] and len(sampler) == 4
 
 

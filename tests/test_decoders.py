@@ -12,7 +12,8 @@ import ldvc.model.decoders as decoders
 from ldvc.config import Config, config_from_dict, load_config
 from ldvc.model.clip_loader import create_clip
 from ldvc.model.relationship import RelationshipDescriptor
-from ldvc.model.segmentor import build_segmentor, count_parameters
+from ldvc.model.build import build_segmentor
+from ldvc.model.param_count import count_parameters
 
 torch.set_num_threads(1)
 CLASSES = ["cat", "dog", "potted plant", "sky", "grass"]
@@ -72,7 +73,9 @@ def test_every_decoder_forward_backward(clip, name, extra):
 def test_parameter_counts(clip):
     model = build_segmentor(tiny_config(type="lctd"), clip, CLASSES)
     counts = count_parameters(model)
-    prompts = model.image_encoder.prompts.numel() + sum(p.numel() for p in model.text_encoder.prompts)
+    enc = model.image_encoder  # prompts + ZegCLIP's prompt projection and prompt norm
+    visual = sum(p.numel() for n, p in enc.named_parameters() if not n.startswith("visual."))
+    prompts = visual + sum(p.numel() for p in model.text_encoder.prompts)
     decoder = sum(p.numel() for p in model.decoder.parameters())
     assert counts["learnable"] == prompts + decoder
     clip_params = sum(p.numel() for p in clip.parameters()) - clip.logit_scale.numel()  # unused

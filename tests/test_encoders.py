@@ -35,7 +35,7 @@ def frozen_template_embeddings(clip, tok, names, templates):
 
 
 def test_zero_prompts_native_size_reproduce_open_clip(clip):
-    enc = PromptedImageEncoder(clip.visual, prompt_tokens=0)
+    enc = PromptedImageEncoder(clip.visual, prompt_tokens=0, cls_quirk=False)  # without ZegCLIP's CLS quirk
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         patches, global_embedding = enc(x)
@@ -46,12 +46,14 @@ def test_zero_prompts_native_size_reproduce_open_clip(clip):
             clip.visual.output_tokens = False
         inter = clip.visual.forward_intermediates(x, indices=1, normalize_intermediates=True)
     assert patches.shape == (2, 128, 8, 8) and global_embedding.shape == (2, 128)
-    assert torch.allclose(global_embedding, ref_global, atol=1e-5)
-    assert torch.allclose(global_embedding, clip.encode_image(x), atol=1e-5)
+    # both outputs are L2-normalised, as ZegCLIP's backbone returns them
+    assert torch.allclose(global_embedding, F.normalize(ref_global, dim=-1), atol=1e-5)
+    assert torch.allclose(global_embedding, F.normalize(clip.encode_image(x), dim=-1), atol=1e-5)
     ours = patches.flatten(2).transpose(1, 2)  # (B, 64, D)
-    assert torch.allclose(ours, ref_tokens @ clip.visual.proj, atol=1e-5)
+    assert torch.allclose(ours, F.normalize(ref_tokens @ clip.visual.proj, dim=-1), atol=1e-5)
     ref_map = inter["image_intermediates"][-1]  # (B, width, 8, 8) after ln_post, before proj
-    assert torch.allclose(patches, torch.einsum("bchw,cd->bdhw", ref_map, clip.visual.proj), atol=1e-5)
+    expected = F.normalize(torch.einsum("bchw,cd->bdhw", ref_map, clip.visual.proj), dim=1)
+    assert torch.allclose(patches, expected, atol=1e-5)
 
 
 def test_positional_embedding_resize():

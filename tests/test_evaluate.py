@@ -52,9 +52,9 @@ def test_pseudo_labels_fill_unseen_pixels_with_best_unseen_class_and_leave_ignor
 def test_inductive_calibration_lowers_seen_scores():
     from ldvc.eval.inference import calibrated_labels
 
-    logits = torch.logit(torch.tensor([0.60, 0.55])).view(2, 1, 1)  # seen 0.60 vs unseen 0.55
-    assert calibrated_labels(logits, [0], 0.1, inductive=True).item() == 1
-    assert calibrated_labels(logits, [0], 0.1, inductive=False).item() == 0
+    scores = torch.tensor([0.60, 0.55]).view(2, 1, 1)  # sigmoid scores: seen 0.60 vs unseen 0.55
+    assert calibrated_labels(scores, [0], 0.1, inductive=True).item() == 1
+    assert calibrated_labels(scores, [0], 0.1, inductive=False).item() == 0
 
 
 def test_sliding_window_covers_every_pixel_and_matches_whole_for_one_window():

@@ -36,6 +36,7 @@ def hand_loss(ignore_as_negative: bool, alpha=0.25, gamma=2.0, wf=100.0, wd=1.0)
             inter, p_sum, y_sum = inter + p * y, p_sum + p, y_sum + y
         focal_masks.append(f_sum / n)
         dice_masks.append(1 - (2 * inter + 1) / (p_sum + y_sum + 1))
+    # both classes occur in TARGET: ZegCLIP's normaliser M = 2 present masks (see the test below)
     return wf * sum(focal_masks) / 2, wd * sum(dice_masks) / 2
 
 
@@ -85,3 +86,33 @@ def test_bad_input():
         segmentation_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 2, dtype=torch.long), cfg)
     with pytest.raises(ValueError, match="integer class ids"):
         segmentation_loss(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2), cfg)
+
+
+def test_normalisation_is_zegclip_present_masks():
+    """ZegCLIP's SegPlusCriterion: M = (image, class) pairs present in the targets; focal summed over
+    ALL masks / M, dice over the PRESENT masks only / M (not a mean over the B x C masks)."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 5, 5, generator=g)
+    target = torch.full((2, 5, 5), 255)
+    target[0, :2], target[0, 3:] = 0, 2  # image 0: classes 0 and 2 (+ an ignored row)
+    target[1] = 1  # image 1: class 1 only
+    loss, parts = segmentation_loss(logits, target, LossConfig(ignore_as_negative=True))
+    focal_sum, dice_sum, masks = 0.0, 0.0, 0
+    for b in range(2):
+        present = sorted(set(target[b].unique().tolist()) - {255})
+        masks += len(present)
+        for c in range(4):
+            x = logits[b, c].flatten()
+            y = (target[b] == c).flatten().float()
+            p = x.sigmoid()
+            ce = torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction="none")
+            p_t = p * y + (1 - p) * (1 - y)
+            focal_sum += float(((0.25 * y + 0.75 * (1 - y)) * ce * (1 - p_t) ** 2).mean())
+            if c in present:
+                dice_sum += float(1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1))
+    assert masks == 3
+    assert parts["focal"].item() == pytest.approx(100 * focal_sum / masks, rel=1e-5)
+    assert parts["dice"].item() == pytest.approx(dice_sum / masks, rel=1e-5)
+    # in data-parallel training the count is the all-reduced mean over processes (passed in)
+    _, parts6 = segmentation_loss(logits, target, LossConfig(), num_masks=6.0)
+    assert parts6["focal"].item() == pytest.approx(parts["focal"].item() / 2, rel=1e-5)

@@ -22,9 +22,9 @@ SHRINK = {
     "clip": {"model": "ldvc-tiny-vit", "pretrained": "pipeline",
              "pretrain": {"steps": 4, "batch_size": 16, "warmup_steps": 1, "eval_images": 24}},
     "prompt": {"visual_tokens": 2},
-    "decoder": {"layers": 1, "heads": 4, "width": 64, "ffn": 128, "route_regions": 4, "route_topk": 2},
+    "decoder": {"layers": 1, "heads": 4, "width": 128, "ffn": 128, "route_regions": 4, "route_topk": 2},
     "train": {"iters": 4, "batch_size": 4, "checkpoint_every": 2, "log_every": 1, "warmup_iters": 1,
-              "num_workers": 0, "accelerate_config": "configs/accelerate/cpu.yaml"},
+              "num_workers": 0, "mixed_precision": "no"},
     "transductive": {"init_iter": 2, "iters": 2},
     "eval": {"mode": "slide", "window": 64, "stride": 53, "batch_size": 1, "num_visualize": 1},
 }

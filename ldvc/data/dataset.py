@@ -1,14 +1,15 @@
 """Datasets over the canonical format (ldvc/data/canonical.py) for training and evaluation.
 
-Training data order and augmentation are a PURE FUNCTION of (seed, sample position), where the
-position of micro-batch m of optimizer step s is counted over the whole (global) batch:
-    position = ((s * grad_accum + m) * batch_size) + k,   k = 0 .. batch_size - 1
+Training data order and augmentation are a PURE FUNCTION of (seed, sample position). Optimizer
+step s consumes the global batch (`train.batch_size`, ZegCLIP's 16 = 4 GPUs x 4) of positions
+s * batch_size + k, k = 0 .. batch_size - 1, whatever the layout (ldvc/train/layout.py): with P
+processes, b images per device and A = batch_size / (P * b) accumulation micro-steps, micro-step m
+of process r takes
+    position = s * batch_size + m * (P * b) + r * b + j,   j = 0 .. b - 1
     image    = permutation(seed, epoch = position // N)[position % N]
     augment  = train_augment(..., generator seeded by (seed, position))
-Each process takes its own contiguous slice of k. So a run resumed at step s sees exactly the
-samples an uninterrupted run sees, whatever the number of worker processes, and the global
-batch (`train.batch_size`, our choice: the images per micro-step over ALL processes, ZegCLIP's
-16 = 4 GPUs x 4) does not change with the number of processes.
+So every layout of the same global batch sees the same images in the same optimizer step, and a
+run resumed at step s sees exactly the samples an uninterrupted run sees.
 
 Evaluation: keep-ratio resize to short side image_size; the label stays at the original size
 (metrics are computed there, as mmseg does). Each process evaluates a disjoint shard
@@ -28,24 +29,11 @@ from torch.utils.data import Dataset, Sampler
 from ldvc.config import AugmentConfig
 from ldvc.data import canonical
 from ldvc.data.augment import eval_size, resize_pair, train_augment
-
-_MASK64 = (1 << 64) - 1
+from ldvc.seeding import mix_seed
 
 
 class DatasetError(ValueError):
     """The prepared data cannot be used (empty split, unreadable file, size mismatch)."""
-
-
-def mix_seed(*values: int) -> int:
-    """A well-spread 63-bit seed from integers (splitmix64 steps); stable across runs/platforms."""
-    x = 0x9E3779B97F4A7C15
-    for v in values:
-        x = (x ^ (int(v) & _MASK64)) & _MASK64
-        x = (x + 0x9E3779B97F4A7C15) & _MASK64
-        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-        x ^= x >> 31
-    return x & ((1 << 63) - 1)
 
 
 def load_image(path: Path) -> torch.Tensor:
@@ -131,36 +119,39 @@ class TrainStream(Dataset):
                 "index": torch.tensor(index)}
 
 
-def micro_batch_positions(step: int, micro: int, grad_accum: int, batch_size: int, rank: int,
+def micro_batch_positions(step: int, micro: int, batch_size: int, per_device: int, rank: int,
                           world: int) -> list[int]:
-    """Global sample positions of this process's share of micro-batch `micro` of step `step`."""
-    if batch_size % world:
+    """Global sample positions of process `rank`'s share of micro-step `micro` of optimizer step `step`."""
+    if per_device < 1 or batch_size % (world * per_device):
         raise DatasetError(
-            f"train.batch_size = {batch_size} (the global batch) is not divisible by the {world} "
-            f"processes; choose a multiple of {world}"
+            f"train.batch_size = {batch_size} (the global batch) is not {world} processes x {per_device} "
+            f"images per device x an integer accumulation; see ldvc/train/layout.py"
         )
-    per = batch_size // world
-    start = (step * grad_accum + micro) * batch_size + rank * per
-    return list(range(start, start + per))
+    accum = batch_size // (world * per_device)
+    if not 0 <= micro < accum or not 0 <= rank < world:
+        raise DatasetError(f"micro-step {micro} / rank {rank} outside {accum} micro-steps x {world} processes")
+    start = step * batch_size + micro * world * per_device + rank * per_device
+    return list(range(start, start + per_device))
 
 
 class StepBatchSampler(Sampler[list[int]]):
-    """Yields this process's position lists for steps start_step..total_steps-1, grad_accum each."""
+    """Yields this process's position lists for steps start_step..total_steps-1, one per micro-step."""
 
-    def __init__(self, start_step: int, total_steps: int, grad_accum: int, batch_size: int, rank: int,
+    def __init__(self, start_step: int, total_steps: int, batch_size: int, per_device: int, rank: int,
                  world: int) -> None:
-        self.args = (start_step, total_steps, grad_accum, batch_size, rank, world)
-        micro_batch_positions(0, 0, grad_accum, batch_size, rank, world)  # validate early
+        micro_batch_positions(0, 0, batch_size, per_device, rank, world)  # validate early
+        self.args = (start_step, total_steps, batch_size, per_device, rank, world)
+        self.accum = batch_size // (world * per_device)
 
     def __len__(self) -> int:
-        start, total, accum = self.args[:3]
-        return max(0, total - start) * accum
+        start, total = self.args[:2]
+        return max(0, total - start) * self.accum
 
     def __iter__(self) -> Iterator[list[int]]:
-        start, total, accum, bs, rank, world = self.args
+        start, total, bs, per, rank, world = self.args
         for step in range(start, total):
-            for m in range(accum):
-                yield micro_batch_positions(step, m, accum, bs, rank, world)
+            for m in range(self.accum):
+                yield micro_batch_positions(step, m, bs, per, rank, world)
 
 
 class EvalSet(Dataset):

@@ -1,5 +1,13 @@
-"""Evaluate a checkpoint on the validation split, inductive or transductive (protocol.md, "Metric",
-"Inference"): all classes at test time, dataset-level IoU, fragmentation, figures.
+"""Evaluate a checkpoint on a validation split (protocol.md, "Metric", "Inference"): dataset-level
+IoU, fragmentation, figures, speed. Settings:
+- inductive: all classes are candidates, seen-class scores calibrated by eval.seen_bias (ZegCLIP);
+- transductive / fully_supervised: all classes, no calibration (ZegCLIP's self-training and fully
+  supervised configs); S/U still follow the benchmark split, so the rows compare;
+- cross: a model evaluated on ANOTHER dataset's val with that dataset's class names, every target
+  class a candidate, no calibration (ZegCLIP configs/cross_dataset/coco-to-*.py); only mIoU/pAcc.
+Vocabulary (`eval.vocabulary`): all (generalised zero-shot, the papers' numbers) or unseen: only
+the unseen class names reach the model, only pixels of unseen classes are scored (other pixels
+are ignored), so mIoU(U) is the non-generalised zero-shot number; recorded in metrics.json.
 
 Writes out_dir/metrics.json, per_class_iou.csv, confusion.png and overlays/<id>.png.
 Data-parallel: each process evaluates the disjoint shard rank::world of the validation images
@@ -17,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,16 +34,19 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ldvc.config import Config
+from ldvc.config import Config, ConfigError, config_from_dict
 from ldvc.data.dataset import DatasetError, EvalSet, SegmentationFolder, collate_list, shard_indices
 from ldvc.eval.fragmentation import FragmentationMeter, summarize_fragmentation
-from ldvc.eval.inference import calibrated_labels, infer_logits
+from ldvc.eval.inference import calibrated_labels, infer_scores
 from ldvc.eval.metrics import ConfusionMatrix, summarize
 from ldvc.eval.visualize import confusion_figure, overlay_figure, to_uint8_image, visual_sample
+from ldvc.model.build import build_model
 from ldvc.train import checkpoint as ckpt_io
-from ldvc.train.loop import SETTINGS, build_model, make_accelerator
+from ldvc.train.loop import make_accelerator
 
 SCALAR_KEYS = ("pAcc", "mIoU", "mIoU_seen", "mIoU_unseen", "hIoU")
+EVAL_SETTINGS = ("inductive", "transductive", "fully_supervised", "cross")
+IGNORE_INDEX = 255
 
 
 def check_clip(ckpt: dict, clip_model: str, clip_weights: Path | None, source: Path) -> None:
@@ -59,10 +71,29 @@ def check_clip(ckpt: dict, clip_model: str, clip_weights: Path | None, source: P
             )
 
 
+def checkpoint_config(ckpt: dict, checkpoint: Path) -> Config:
+    """The config a checkpoint was trained with (its architecture), validated."""
+    try:
+        return config_from_dict(ckpt["config"], variant=True)
+    except ConfigError as err:
+        raise ckpt_io.CheckpointError(
+            f"checkpoint {checkpoint} records a config this version cannot read ({err}); it was made by an older "
+            f"ldvc: retrain it (dvc repro) or import it again"
+        ) from None
+
+
 def load_model_for_eval(cfg: Config, ckpt: dict, checkpoint: Path, class_names: list[str],
                         clip_weights: Path | None) -> torch.nn.Module:
-    check_clip(ckpt, cfg.clip.model, clip_weights, checkpoint)
-    model = build_model(cfg, clip_weights, class_names)
+    """The checkpoint's model (built from ITS config: an imported ZegCLIP checkpoint evaluates as
+    ZegCLIP whatever params.yaml's decoder is) for `class_names`, on the given CLIP weights."""
+    model_cfg = checkpoint_config(ckpt, checkpoint)
+    if model_cfg.clip.model != cfg.clip.model:
+        raise ckpt_io.CheckpointError(
+            f"checkpoint {checkpoint} was trained on CLIP {model_cfg.clip.model!r}, the config says "
+            f"{cfg.clip.model!r}; set clip.model to {model_cfg.clip.model!r}"
+        )
+    check_clip(ckpt, model_cfg.clip.model, clip_weights, checkpoint)
+    model = build_model(model_cfg, clip_weights, class_names)
     ckpt_io.load_learnable_state(model, ckpt["model"], checkpoint)
     return model.eval()
 
@@ -86,13 +117,20 @@ def _write_per_class(path: Path, metrics: dict, matrix: torch.Tensor, split: dic
     os.replace(tmp, path)
 
 
+def cross_split(classes: list[str]) -> dict[str, Any]:
+    """A cross-dataset target's "split": every target class is a candidate and none is unseen."""
+    return {"classes": list(classes), "seen": list(range(len(classes))), "unseen": [],
+            "seen_names": list(classes), "unseen_names": []}
+
+
 def evaluate_checkpoint(cfg: Config, setting: str, split: dict, data_root: str | Path, checkpoint: Path,
                         clip_weights: Path | None, out_dir: Path,
                         log: Callable[[dict, int], None] | None = None) -> dict[str, Any]:
     """Evaluate `checkpoint`; returns the metrics dict (also written to out_dir/metrics.json)."""
-    if setting not in SETTINGS:
-        raise ValueError(f"setting {setting!r} is not one of {SETTINGS}")
+    if setting not in EVAL_SETTINGS:
+        raise ValueError(f"setting {setting!r} is not one of {EVAL_SETTINGS}")
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    e = cfg.eval
     # ---- cheap checks before any model is built
     folder = SegmentationFolder(data_root, "val")
     classes = list(split["classes"])
@@ -100,12 +138,21 @@ def evaluate_checkpoint(cfg: Config, setting: str, split: dict, data_root: str |
         raise DatasetError(f"the split's classes differ from those of {folder.root}/meta.json; "
                            f"re-run the split stage for this dataset")
     ckpt = ckpt_io.load_checkpoint(checkpoint)
-    ckpt_io.check_classes(ckpt, classes, checkpoint)
+    if setting != "cross":  # a cross-dataset evaluation uses the target's vocabulary by design
+        ckpt_io.check_classes(ckpt, classes, checkpoint)
+    if e.vocabulary == "unseen" and not split["unseen"]:
+        raise ValueError(f"eval.vocabulary: unseen needs unseen classes; the {setting} evaluation of "
+                         f"{folder.root} has none (use eval.vocabulary: all)")
 
-    accelerator = make_accelerator("no", 1)
+    accelerator, _ = make_accelerator("no")
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     model = load_model_for_eval(cfg, ckpt, checkpoint, classes, clip_weights).to(accelerator.device)
-    e = cfg.eval
+    unseen_only = e.vocabulary == "unseen"
+    candidates = torch.tensor(split["unseen"], dtype=torch.long) if unseen_only else None
+    scored = list(split["unseen"]) if unseen_only else list(range(len(classes)))
+    label_map = torch.full((256,), IGNORE_INDEX, dtype=torch.long)  # unseen vocabulary: others not scored
+    label_map[scored] = torch.tensor(scored, dtype=torch.long)
+    calibrate = setting == "inductive" and not unseen_only
     shard = shard_indices(len(folder), rank, world)
     loader = DataLoader(EvalSet(folder, cfg.data.image_size, shard), batch_size=e.batch_size,
                         collate_fn=collate_list, num_workers=cfg.train.num_workers)
@@ -120,32 +167,40 @@ def evaluate_checkpoint(cfg: Config, setting: str, split: dict, data_root: str |
     confusion = ConfusionMatrix(len(classes))
     frag = FragmentationMeter(e.small_fragment_px)
     n_images = 0
-    inductive = setting == "inductive"
+    t_start = time.perf_counter()
     for batch in tqdm(loader, desc=f"eval {setting}", unit="batch", disable=not main):
         sizes = [tuple(b["label"].shape) for b in batch]
-        logits = infer_logits(model, [b["image"] for b in batch], sizes, e, cfg.data.image_size)
-        for b, lg in zip(batch, logits):
-            pred = calibrated_labels(lg, split["seen"], e.seen_bias, inductive)  # (H, W)
-            confusion.update(pred, b["label"])
-            frag.update(pred, b["label"])
+        scores = infer_scores(model, [b["image"] for b in batch], sizes, e, cfg.data.image_size, candidates)
+        for b, sc in zip(batch, scores):
+            pred = calibrated_labels(sc, split["seen"], e.seen_bias, calibrate)  # (H, W) candidate index
+            if candidates is not None:
+                pred = candidates[pred]  # back to dataset class ids
+            label = label_map[b["label"].long()]
+            confusion.update(pred, label)
+            frag.update(pred, label)
             n_images += 1
             if b["id"] in to_draw:
                 image = to_uint8_image(folder.load(b["index"])[0])
                 overlay_figure(overlay_dir / f"{b['id']}.png", image,
-                               [("ground truth", b["label"].numpy()), (f"prediction ({setting})", pred.numpy())],
+                               [("ground truth", label.numpy()), (f"prediction ({setting})", pred.numpy())],
                                classes, title=b["id"], unseen=split["unseen"])
+    seconds = time.perf_counter() - t_start
 
     device = accelerator.device
     matrix = accelerator.reduce(confusion.matrix.to(device), reduction="sum").cpu()
     frag_sums = accelerator.reduce(frag.totals().to(device), reduction="sum").cpu()
     n_total = int(accelerator.reduce(torch.tensor(n_images, device=device), reduction="sum"))
+    slowest = float(accelerator.gather(torch.tensor([seconds], device=device)).max())  # the slowest shard
     if n_total != len(folder):  # the shards must cover the split exactly once
         raise RuntimeError(f"evaluated {n_total} images, the val split has {len(folder)}: sharding bug")
     summary = summarize(matrix, classes, split["seen"], split["unseen"])
     metrics: dict[str, Any] = {k: summary[k] for k in SCALAR_KEYS}
     metrics.update(summarize_fragmentation(frag_sums))
     metrics.update({"num_images": n_total, "num_pixels": int(matrix.sum()), "setting": setting,
-                    "checkpoint_step": int(ckpt["step"]), "eval_mode": e.mode, "num_processes": world})
+                    "checkpoint_step": int(ckpt["step"]), "eval_mode": e.mode, "num_processes": world,
+                    "vocabulary": e.vocabulary, "calibrated": calibrate, "eval_seconds": slowest,
+                    "images_per_s": n_total / slowest if slowest > 0 else float("nan"),
+                    "device": str(device)})
     if main:
         _atomic_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=True) + "\n")
         _write_per_class(out_dir / "per_class_iou.csv", summary, matrix, split)

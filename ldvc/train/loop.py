@@ -1,11 +1,15 @@
 """Segmentation training, inductive and transductive (protocol.md, "Splits" and "ZegCLIP settings").
 
 One code path for 1 CPU, N CPUs and N GPUs: the loop creates its own `Accelerator`
-(cpu when no CUDA; `accelerate launch --multi_gpu --num_processes N` gives N-process DDP, over
-gloo on a CPU machine). What happens in a step:
+(cpu when no CUDA; `python -m ldvc.launch` starts one process per GPU, N-process DDP, over gloo
+on a CPU machine). The global batch `train.batch_size` is kept whatever the process count: the
+layout (processes x per-device batch x gradient accumulation, ldvc/train/layout.py) is derived
+from the machine, printed, and returned in the summary. What happens in a step:
 
 - Inductive: the model sees only the SEEN class embeddings (class_ids = seen); targets are
-  remapped into the seen index space and unseen pixels become ignore (255).
+  remapped into the seen index space and unseen pixels become ignore (255). A split without
+  unseen classes (an ablation variant with split.unseen: []) trains on every class: the fully
+  supervised upper bound, recorded as setting "fully_supervised" in the checkpoint.
 - Transductive: all class names are known (class_ids = None = all); seen pixels keep their
   class, and every pixel of an UNSEEN class gets a pseudo-label = argmax over the unseen classes
   of the model's current (detached) sigmoid scores, from the same forward pass, as ZegCLIP does
@@ -37,17 +41,20 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
+from accelerate.state import AcceleratorState, GradientState, PartialState
 from accelerate.utils import DistributedDataParallelKwargs
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ldvc.config import Config
-from ldvc.data.dataset import DatasetError, SegmentationFolder, StepBatchSampler, TrainStream, mix_seed
+from ldvc.data.dataset import DatasetError, SegmentationFolder, StepBatchSampler, TrainStream
 from ldvc.data.normalize import normalize
 from ldvc.model import losses
-from ldvc.model.clip_loader import create_clip
+from ldvc.model.build import build_model
+from ldvc.model.param_count import count_parameters
+from ldvc.seeding import mix_seed
 from ldvc.train import checkpoint as ckpt_io
+from ldvc.train.layout import Layout, resolve_layout
 from ldvc.train.optim import build_optimizer, build_scheduler
 
 IGNORE_INDEX = 255
@@ -60,30 +67,26 @@ class TrainingDivergedError(FloatingPointError):
     """The loss became NaN/inf; the message names the step and the last good checkpoint."""
 
 
-def make_accelerator(mixed_precision: str = "no", grad_accum: int = 1) -> Accelerator:
-    """A fresh Accelerator (CPU when no CUDA). The process-wide state is reset first so that a
-    second one in the same process (train then evaluate, or tests) does not clash."""
+def make_accelerator(mixed_precision: str = "no", batch_size: int | None = None,
+                     per_device_batch: int | None = None, compile_model: bool = False) -> tuple[Accelerator, Layout]:
+    """A fresh Accelerator (CPU when no CUDA) and the training layout for the global `batch_size`
+    (None: evaluation, one image batch per process, no accumulation). The process-wide state is
+    reset first so that a second one in the same process (train then evaluate, or tests) does not clash."""
     cpu = not torch.cuda.is_available()
     if cpu and mixed_precision != "no":
         warnings.warn(f"train.mixed_precision={mixed_precision!r} needs a GPU; training in fp32 on the CPU",
                       stacklevel=2)
         mixed_precision = "no"
-    AcceleratorState._reset_state()
+    AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+    world = PartialState(cpu=cpu).num_processes
+    layout = resolve_layout(batch_size, per_device_batch, world) if batch_size else Layout(world, 1, 1)
     # find_unused_parameters: a prompt depth or ablation can leave a learnable tensor out of a step.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(cpu=cpu, mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum,
-                       kwargs_handlers=[ddp])
-
-
-def build_model(cfg: Config, clip_weights: str | Path | None, class_names: list[str]) -> torch.nn.Module:
-    """CLIP + segmentor, with the torch RNG seeded from project.seed first: every process starts
-    from identical decoder weights, and a CLIP without a weights file (random init, tests only)
-    is the same random CLIP in training, evaluation and prediction."""
-    from ldvc.model.segmentor import build_segmentor
-
-    torch.manual_seed(mix_seed(cfg.project.seed, 0x1D17))
-    return build_segmentor(cfg, create_clip(cfg.clip.model, clip_weights), list(class_names))
+    accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision,
+                              gradient_accumulation_steps=layout.accumulation, kwargs_handlers=[ddp],
+                              dynamo_backend="inductor" if compile_model else "no")
+    return accelerator, layout
 
 
 def set_deterministic(enabled: bool) -> None:
@@ -140,8 +143,10 @@ def _validate_inputs(cfg: Config, setting: str, split: dict, folder: Segmentatio
             f"the split's classes ({len(split['classes'])}) differ from the dataset's ({len(folder.classes)}) "
             f"in {folder.root}/meta.json; re-run the split stage for this dataset"
         )
-    if not split["seen"] or not split["unseen"]:
-        raise ValueError("the split needs at least one seen and one unseen class")
+    if not split["seen"]:
+        raise ValueError("the split needs at least one seen class")
+    if not split["unseen"] and setting == "transductive":
+        raise ValueError("transductive training needs unseen classes; this split has none (fully supervised)")
 
 
 def _read_log(path: Path, upto: int) -> list[dict[str, str]]:
@@ -177,6 +182,7 @@ def checkpoint_payload(model: torch.nn.Module, cfg: Config, setting: str, split:
         "step": step,
         "total_steps": total,
         "setting": setting,
+        "fully_supervised": not split["unseen"],
         "config": cfg.to_dict(),
         "class_names": list(split["classes"]),
         "seen": list(split["seen"]),
@@ -195,10 +201,8 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
     """Train the segmentor; writes out_dir/{checkpoints/iter_XXXXXX.pt, model.pt, train_log.csv}.
 
     Returns {"step", "seconds", "images_per_s", "learnable_params", "total_params", "last_loss",
-    "effective_batch_size", "num_processes"}.
+    "effective_batch_size", "num_processes", "per_device_batch", "grad_accumulation", "layout"}.
     """
-    from ldvc.model.segmentor import count_parameters
-
     out_dir = Path(out_dir)
     t = cfg.train
     # ---- cheap checks first: bad input fails before any model is built
@@ -222,8 +226,10 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
                 f"not this {setting} run of {total}; use another out_dir or train.resume: never"
             )
 
-    accelerator = make_accelerator(t.mixed_precision, t.grad_accum)
+    accelerator, layout = make_accelerator(t.mixed_precision, t.batch_size, t.per_device_batch, t.compile)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    if main:
+        print(f"[train {setting}] layout: {layout.describe()}", flush=True)
     set_deterministic(t.deterministic)
     seed = cfg.project.seed
     model = build_model(cfg, clip_weights, list(split["classes"]))
@@ -249,9 +255,10 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
     class_ids = torch.tensor(split["seen"], dtype=torch.long, device=device) if setting == "inductive" else None
     unseen = torch.tensor(split["unseen"], dtype=torch.long, device=device)
     stream = TrainStream(folder, seed, cfg.data.image_size, t.augment)
-    sampler = StepBatchSampler(start, total, t.grad_accum, t.batch_size, rank, world)
+    sampler = StepBatchSampler(start, total, t.batch_size, layout.per_device, rank, world)
     loader = DataLoader(stream, batch_sampler=sampler, num_workers=t.num_workers,
-                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
+                        pin_memory=device.type == "cuda", persistent_workers=t.num_workers > 0,
+                        generator=torch.Generator().manual_seed(seed))
 
     log_path = out_dir / "train_log.csv"
     log_rows: list[dict[str, Any]] = []
@@ -259,7 +266,9 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
         out_dir.mkdir(parents=True, exist_ok=True)
         log_rows = _read_log(log_path, start)
         _write_log(log_path, log_rows)
-    effective = t.batch_size * t.grad_accum
+    effective = t.batch_size
+    accum = layout.accumulation
+    num_logits = len(split["seen"]) if setting == "inductive" else len(split["classes"])
     setting_tag = SETTINGS.index(setting)
     last_loss = float("nan")
     window_images, window_start, t0 = 0, time.perf_counter(), time.perf_counter()
@@ -271,7 +280,7 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
         torch.manual_seed(mix_seed(seed, setting_tag, step, rank))
         step_loss = torch.zeros((), device=device)
         parts_sum: dict[str, float] = {}
-        for micro in range(t.grad_accum):
+        for micro in range(accum):
             batch = next(batches)
             images = normalize(batch["image"].to(device, non_blocking=True))  # (b, 3, S, S)
             target = lut[batch["label"].to(device)]  # (b, S, S)
@@ -281,7 +290,10 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
                 if setting == "transductive":
                     target = pseudo_label(logits, target, batch["pad"].to(device), unseen,
                                           cfg.transductive.pseudo_threshold)
-                loss, parts = losses.segmentation_loss(logits.float(), target, cfg.loss)
+                # ZegCLIP's normaliser: present masks over all processes / processes (losses.py)
+                present = losses.present_masks(target, num_logits).sum().float()
+                num_masks = accelerator.reduce(present, reduction="sum") / world
+                loss, parts = losses.segmentation_loss(logits.float(), target, cfg.loss, num_masks)
                 bad = torch.tensor(0.0 if bool(torch.isfinite(loss.detach())) else 1.0, device=device)
                 if float(accelerator.reduce(bad, reduction="sum")) > 0:
                     last_good = ckpt_io.latest_checkpoint(out_dir)
@@ -295,9 +307,9 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
                     accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            step_loss += loss.detach() / t.grad_accum
+            step_loss += loss.detach() / accum
             for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + float(v) / t.grad_accum
+                parts_sum[k] = parts_sum.get(k, 0.0) + float(v) / accum
         scheduler.step()
         done = step + 1
         window_images += effective
@@ -341,4 +353,7 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
         "last_loss": last_loss if not math.isnan(last_loss) else None,
         "effective_batch_size": effective,
         "num_processes": world,
+        "per_device_batch": layout.per_device,
+        "grad_accumulation": layout.accumulation,
+        "layout": layout.describe(),
     }

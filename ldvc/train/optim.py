@@ -2,10 +2,12 @@
 
 - AdamW. The learnable parameters (prompts, decoder, text adapter) get lr x `train.lr_mult`
   (ZegCLIP: x10 for the backbone's prompts and the head); anything else learnable keeps the base lr.
-- No weight decay on normalisation layers and biases (ZegCLIP: decay_mult 0 for 'norm'/'ln'),
-  nor on any other 1-D parameter (scales, embeddings stored as vectors).
-  Our choice for prompt tokens: they ARE decayed, as in ZegCLIP's mmseg config (its prompt tokens
-  live in the backbone whose custom key sets only lr_mult, so the default decay applies).
+- Weight decay `train.weight_decay` on EVERY learnable parameter, norms and biases included. That
+  is what ZegCLIP's optimizer really does: its paramwise_cfg lists custom_keys 'backbone' (lr x10),
+  'text_encoder' (lr x0), 'head' (lr x10), 'norm' and 'ln' (decay x0), but mmcv's
+  DefaultOptimizerConstructor applies only the FIRST key found in a parameter's name, longest key
+  first, so 'backbone' / 'head' win for every learnable parameter (backbone.prompt_norm.weight,
+  decode_head.*.norm2.bias, ...) and the decay_mult 0 of 'norm'/'ln' never applies to them.
 - mmcv's poly schedule with linear warm-up, per parameter group:
   lr_g(t) = (base_g - min_lr) * (1 - t/T)^power + min_lr, and during the first W iterations
   lr_g(t) * (1 - (1 - t/W) * (1 - warmup_ratio)) (mmseg's 'linear' warm-up, ratio 1e-6).
@@ -23,47 +25,28 @@ from ldvc.config import TrainConfig
 
 # Substrings of parameter names that mark the parts ZegCLIP trains at lr x lr_mult.
 HIGH_LR_KEYS: tuple[str, ...] = ("prompt", "decoder", "adapter", "head")
-NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 WARMUP_RATIO = 1e-6
 
 
-def _no_decay_names(model: nn.Module) -> set[str]:
-    names: set[str] = set()
-    for mod_name, module in model.named_modules():
-        for p_name, p in module.named_parameters(recurse=False):
-            full = f"{mod_name}.{p_name}" if mod_name else p_name
-            is_norm = isinstance(module, NORM_TYPES) or "norm" in mod_name.rsplit(".", 1)[-1].lower()
-            if is_norm or p_name == "bias" or p.ndim <= 1:
-                names.add(full)
-    return names
-
-
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Up to four AdamW groups: (lr x lr_mult | base lr) x (decay | no decay); empty ones dropped.
+    """Up to two AdamW groups, lr x lr_mult (prompts/decoder) and base lr, both decayed; empty ones dropped.
 
     Each group carries "name" and "lr_mult" for logging and tests.
     """
-    no_decay = _no_decay_names(model)
-    buckets: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    buckets: dict[bool, list[torch.nn.Parameter]] = {}
     seen: set[int] = set()
     for name, p in model.named_parameters():
         if not p.requires_grad or id(p) in seen:  # shared parameters are listed once
             continue
         seen.add(id(p))
-        high = any(k in name.lower() for k in HIGH_LR_KEYS)
-        buckets.setdefault((high, name in no_decay), []).append(p)
+        buckets.setdefault(any(k in name.lower() for k in HIGH_LR_KEYS), []).append(p)
     if not buckets:
         raise ValueError("the model has no learnable parameters (requires_grad=False everywhere)")
     groups = []
-    for (high, nodecay), params in sorted(buckets.items()):
+    for high, params in sorted(buckets.items(), reverse=True):
         mult = cfg.lr_mult if high else 1.0
-        groups.append({
-            "params": params,
-            "lr": cfg.lr * mult,
-            "weight_decay": 0.0 if nodecay else cfg.weight_decay,
-            "lr_mult": mult,
-            "name": f"{'mult' if high else 'base'}_{'nodecay' if nodecay else 'decay'}",
-        })
+        groups.append({"params": params, "lr": cfg.lr * mult, "weight_decay": cfg.weight_decay,
+                       "lr_mult": mult, "name": "mult" if high else "base"})
     return groups
 
 
