@@ -19,6 +19,7 @@ if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))  # makes `import fixtures` work whatever the import mode
 
 from fixtures import build_mini_coco_json, build_mini_coco_stuff, build_mini_voc  # noqa: E402
+from fixtures.mini_datasets import build_mini_context59  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,12 @@ def mini_voc_archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tup
 @pytest.fixture(scope="session")
 def mini_coco_stuff_archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
     return build_mini_coco_stuff(tmp_path_factory.mktemp("www_coco"))
+
+
+@pytest.fixture(scope="session")
+def mini_context59_archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    """{"voc2010": (tar, md5), "pascal_context": (tar.gz, md5)} in one served directory."""
+    return build_mini_context59(tmp_path_factory.mktemp("www_context59"))
 
 
 @pytest.fixture(scope="session")

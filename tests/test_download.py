@@ -91,7 +91,7 @@ def test_local_path_and_file_url_are_used_in_place(blob, tmp_path):
     local = www / "blob.tar"
     assert fetch(_src(str(local), md5), tmp_path / "cache", progress=False) == local
     assert fetch(_src(local.as_uri(), md5), tmp_path / "cache", progress=False) == local
-    assert not (tmp_path / "cache").exists()  # nothing copied
+    assert not (tmp_path / "cache" / "blob.tar").exists()  # nothing copied (only the digest index is written)
     with pytest.raises(FileNotFoundError, match=r"data\.sources\.blob\.url"):
         fetch(_src(str(www / "nope.tar")), tmp_path / "cache", progress=False)
     with pytest.raises(ChecksumError, match=str(local)):
@@ -114,3 +114,18 @@ def test_source_overrides():
         resolve_sources({"sbd": {"md6": "x"}})
     with pytest.raises(ValueError, match="32-digit hex md5"):
         resolve_sources({"sbd": {"md5": "1234"}})
+
+
+def test_unrecorded_cached_file_that_fails_its_check_is_set_aside(blob, tmp_path):
+    """A file in the cache that no record vouches for (copied there by hand, cut short) and that
+    does not match: moved aside to .corrupt and downloaded again - unlike a recorded one, which is
+    kept (tests/test_data_failures.py)."""
+    www, md5, _ = blob
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "blob.tar").write_bytes((www / "blob.tar").read_bytes()[:1000])
+    with serve_directory(www) as url:
+        path = fetch(_src(url + "blob.tar", md5), cache, progress=False)
+    assert hashlib.md5(path.read_bytes()).hexdigest() == md5
+    assert (cache / "blob.tar.corrupt").stat().st_size == 1000
+    assert (cache / "blob.tar.verified.json").exists()

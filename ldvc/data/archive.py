@@ -13,29 +13,63 @@ Zip symlinks are rejected if they escape and otherwise written as plain files ho
 
 Everything is extracted into a temporary sibling directory that is renamed to the destination
 when complete, so a rejected or interrupted extraction leaves nothing behind; a marker file
-records the archive's fingerprint so a re-run skips an extraction that already happened.
+records the archive's fingerprint so a re-run skips an extraction that already happened. That
+directory is made like any mkdir (0o777 & ~umask, `canonical.fresh_dir`), not 0700 as
+`tempfile.mkdtemp` would, so other users of a shared server can read the extracted data.
+
+A truncated or damaged archive raises `CorruptArchiveError` naming the archive and the cause
+(tarfile's bare "unexpected end of data", gzip's EOFError, zlib errors, a zip's bad CRC or missing
+central directory, or a file that is no archive at all, e.g. an HTML error page); the caller decides
+what to do with the file (ldvc.data.prepare moves a cached download aside when no checksum vouches
+for it). Python's tarfile stops SILENTLY when an uncompressed tar is cut at a member boundary, so
+after the last member we also require the end-of-archive marker (a zero block) that every tar
+writer puts there.
 """
 
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import posixpath
 import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
+from ldvc.data.canonical import fresh_dir
+
 MARKER = ".ldvc-extracted.json"
+TAR_BLOCK = 512
+# What the decompressors and archive readers raise for truncated or damaged data. An OSError only
+# counts when it carries no errno (gzip.BadGzipFile, bz2's "Invalid data stream"): one with an errno
+# (a full disk, a permission) is a problem of the machine, not of the archive, and must not get a
+# good archive moved aside.
+CORRUPT_ERRORS: tuple[type[BaseException], ...] = (
+    tarfile.ReadError, tarfile.CompressionError, tarfile.HeaderError, EOFError, zipfile.BadZipFile,
+    zlib.error, lzma.LZMAError, NotImplementedError,
+)
+
+
+def _is_corrupt_data(err: BaseException) -> bool:
+    if isinstance(err, UnsafeArchiveError):
+        return False
+    if isinstance(err, CORRUPT_ERRORS):
+        return True
+    return isinstance(err, OSError) and err.errno is None
 
 
 class UnsafeArchiveError(ValueError):
     """An archive member would be written outside the extraction directory."""
+
+
+class CorruptArchiveError(ValueError):
+    """An archive is truncated, damaged or not an archive; the message names it and the cause."""
 
 
 def check_member_name(name: str, archive: Path | str = "") -> str:
@@ -68,11 +102,19 @@ def check_link_target(member: str, target: str, archive: Path | str = "", hard: 
 
 
 def archive_kind(path: Path) -> str:
-    if zipfile.is_zipfile(path):
-        return "zip"
-    if tarfile.is_tarfile(path):
-        return "tar"
-    raise ValueError(f"{path}: neither a tar nor a zip archive (a truncated download or an HTML error page?)")
+    try:
+        if zipfile.is_zipfile(path):
+            return "zip"
+        if tarfile.is_tarfile(path):
+            return "tar"
+    except BaseException as err:
+        if not _is_corrupt_data(err):
+            raise
+        raise CorruptArchiveError(f"{path}: damaged archive ({type(err).__name__}: {err})") from None
+    raise CorruptArchiveError(
+        f"{path}: neither a tar nor a zip archive (a truncated download - a zip's directory is at its end - or "
+        f"an HTML error page saved in its place?)"
+    )
 
 
 def extract_archive(
@@ -100,12 +142,19 @@ def extract_archive(
             pass
     kind = archive_kind(archive)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    tmp = fresh_dir(dest.parent, f".{dest.name}.partial-")
     try:
-        if kind == "zip":
-            _extract_zip(archive, tmp, include, progress)
-        else:
-            _extract_tar(archive, tmp, include, progress)
+        try:
+            if kind == "zip":
+                _extract_zip(archive, tmp, include, progress)
+            else:
+                _extract_tar(archive, tmp, include, progress)
+        except BaseException as err:
+            if not _is_corrupt_data(err):
+                raise
+            raise CorruptArchiveError(
+                f"{archive}: truncated or damaged archive ({type(err).__name__}: {err or 'no detail'})"
+            ) from err
         (tmp / MARKER).write_text(json.dumps(stamp))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -139,6 +188,27 @@ def _extract_tar(archive: Path, out: Path, include: Sequence[str] | None, progre
             except tarfile.FilterError as err:
                 raise UnsafeArchiveError(f"{archive}: member {m.name!r} rejected: {err}") from err
             bar.update(1)
+        end = tf.offset  # where the end-of-archive marker must start
+    _check_tar_end(archive, end)
+
+
+def _check_tar_end(archive: Path, end: int) -> None:
+    """Raise if an uncompressed tar stops after a member without the end-of-archive zero block.
+
+    tarfile ends its iteration silently there (it reads the missing header as "empty"), so a
+    download cut at a member boundary would extract as an incomplete tree. Compressed tars need no
+    check: their decompressor raises EOFError when the stream is cut."""
+    with open(archive, "rb") as f:
+        magic = f.read(6)
+        if magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00":
+            return
+        f.seek(end)
+        block = f.read(TAR_BLOCK)
+    if len(block) < TAR_BLOCK or block.count(0) != TAR_BLOCK:
+        size = archive.stat().st_size
+        raise tarfile.ReadError(
+            f"no end-of-archive marker after the last member at byte {end} of {size} (the file was cut short)"
+        )
 
 
 def _extract_zip(archive: Path, out: Path, include: Sequence[str] | None, progress: bool) -> None:

@@ -8,8 +8,18 @@
 
 Writers build the whole tree in a sibling temporary directory (`staging`) and rename it into
 place at the end, so a crash never leaves a half-written dataset where a loader would find it.
+That directory is made by `fresh_dir`, a plain `os.mkdir` under a random name, so it gets the
+permissions any mkdir gets (0o777 & ~umask) - `tempfile.mkdtemp` makes 0700 directories, which
+other users of a shared server cannot read once renamed into place. Only images/<split> and
+labels/<split> are pre-created: the lists are files (lists/<split>.txt), and pre-creating
+lists/<split>/ left two empty folders in every prepared dataset.
 `parallel_map` is the shared worker pool with a progress bar used by the converters (our choice:
 `multiprocessing` with chunked `imap_unordered`, one process when `num_workers` <= 1).
+
+Every reader of a SOURCE file (an image, a label map, meta.json) turns a decoding failure (a
+truncated PNG raises a bare `OSError: image file is truncated` deep inside PIL) into
+`UnreadableFileError` naming the file and the fix; a worker's error reaches the parent process
+with that message intact (the class takes one message argument, so it pickles).
 """
 
 from __future__ import annotations
@@ -18,8 +28,8 @@ import contextlib
 import json
 import multiprocessing
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +46,44 @@ META_FILE = "meta.json"
 
 class CanonicalFormatError(ValueError):
     """A prepared dataset directory does not follow the canonical format."""
+
+
+class UnreadableFileError(ValueError):
+    """A source file (image, label map, annotation) is truncated or corrupt; the message names it."""
+
+
+# What PIL and the decoders raise for a truncated or corrupt file (UnidentifiedImageError is an
+# OSError; SyntaxError comes from some of PIL's format parsers, DecompressionBombError from huge
+# dimensions in a damaged header).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+REPLACE_FIX = (
+    "replace it with an intact copy (for a downloaded archive, delete its folder under "
+    "<data.cache_dir>/extracted/ so the next run extracts it again)"
+)
+
+
+def unreadable(path: str | os.PathLike, what: str, err: BaseException, fix: str = REPLACE_FIX) -> UnreadableFileError:
+    """The error for a source file that cannot be read: names the file, the cause and the fix."""
+    cause = f"{type(err).__name__}: {err}"
+    if isinstance(err, FileNotFoundError):
+        return UnreadableFileError(f"{path}: this {what} does not exist ({cause}); {fix}")
+    if isinstance(err, PermissionError):
+        return UnreadableFileError(f"{path}: this {what} is not readable ({cause}); fix its permissions")
+    return UnreadableFileError(f"{path}: cannot read this {what} ({cause}); the file is truncated or corrupt: {fix}")
+
+
+def read_index_png(path: str | os.PathLike, what: str, modes: Sequence[str] = ("L", "P"), mode_fix: str = "",
+                   mode_error: type[ValueError] = ValueError) -> np.ndarray:
+    """(H, W) uint8 pixel values of a single-channel label image, fully decoded here so that a
+    truncated file fails naming itself. Another mode than `modes` raises `mode_error` + `mode_fix`."""
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode in modes:
+                return np.asarray(im, dtype=np.uint8).copy()
+    except DECODE_ERRORS as err:
+        raise unreadable(path, what, err) from None
+    raise mode_error(f"{path}: {what} has mode {mode!r}, expected {' or '.join(map(repr, modes))}{mode_fix}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,8 +118,17 @@ def read_meta(root: str | os.PathLike) -> dict[str, Any]:
         raise CanonicalFormatError(
             f"{path} not found: {root} is not a prepared dataset (run the download/prepare stage first)"
         )
-    with open(path) as f:
-        meta = json.load(f)
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as err:
+        raise CanonicalFormatError(
+            f"{path}: not readable JSON ({type(err).__name__}: {err}); re-run the data preparation "
+            f"(dvc repro download)"
+        ) from None
+    if not isinstance(meta, dict):
+        raise CanonicalFormatError(f"{path}: expected a JSON object, found {type(meta).__name__}; re-run the "
+                                   f"data preparation (dvc repro download)")
     missing = [k for k in ("dataset", "classes", "ignore_index", "splits") if k not in meta]
     if missing:
         raise CanonicalFormatError(f"{path}: missing keys {missing}; re-run the data preparation")
@@ -89,10 +146,8 @@ def list_ids(root: str | os.PathLike, split: str) -> list[str]:
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
     """(H, W) uint8 train-id map."""
-    with Image.open(path) as im:
-        if im.mode not in ("L", "P"):
-            raise CanonicalFormatError(f"{path}: label mode {im.mode!r}, expected single-channel 'L'")
-        return np.asarray(im, dtype=np.uint8).copy()
+    return read_index_png(path, "label", ("L", "P"), "; re-run the data preparation (dvc repro download)",
+                          mode_error=CanonicalFormatError)
 
 
 def validate_canonical(root: str | os.PathLike, check_pixels: bool = False) -> dict[str, Any]:
@@ -151,9 +206,10 @@ def staging(out_root: str | os.PathLike) -> Iterator[Path]:
     (the old tree is removed only after the new one is in place); on error it is deleted."""
     out_root = Path(out_root)
     out_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.partial-", dir=out_root.parent))
+    tmp = fresh_dir(out_root.parent, f".{out_root.name}.partial-")
     try:
-        for sub in ("images", "labels", "lists"):
+        # lists/ holds files (lists/<split>.txt, made by write_list): no per-split folders there.
+        for sub in ("images", "labels"):
             for split in SPLITS:
                 (tmp / sub / split).mkdir(parents=True, exist_ok=True)
         yield tmp
@@ -170,6 +226,31 @@ def staging(out_root: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             old.unlink()
+
+
+def fresh_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """Create and return a new, empty directory `<parent>/<prefix><random>`.
+
+    Unlike `tempfile.mkdtemp` (always 0700) this is a plain `os.mkdir`, so the directory gets the
+    permissions of any other mkdir (0o777 & ~umask): a dataset renamed into place from it is
+    readable by the other users of a shared server exactly when their own folders would be."""
+    parent = Path(parent)
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue  # a name collision (or a leftover): draw another name
+        return path
+    raise FileExistsError(f"{parent}: 100 random names starting with {prefix!r} all exist; remove the leftovers")
+
+
+def update_meta_source(root: str | os.PathLike, **items: Any) -> dict[str, Any]:
+    """Add `items` to meta.json's "source" (provenance) record of a prepared dataset, atomically."""
+    meta = read_meta(root)
+    meta.setdefault("source", {}).update(items)
+    write_text_atomic(Path(root) / META_FILE, json.dumps(meta, indent=2) + "\n")
+    return meta
 
 
 def write_meta(
@@ -220,15 +301,37 @@ def write_image(src: str | os.PathLike, dst_dir: str | os.PathLike, image_id: st
     anything else (grayscale/CMYK JPEGs exist in COCO, PNGs, ...) is converted to RGB and stored
     as PNG, which is lossless."""
     src = Path(src)
-    with Image.open(src) as im:
-        mode, fmt, (w, h) = im.mode, im.format, im.size
-        if not (mode == "RGB" and fmt == "JPEG"):
-            dst = Path(dst_dir) / f"{image_id}.png"
-            im.convert("RGB").save(dst, format="PNG")
-            return dst, (h, w)
+    converted = None
+    try:
+        with Image.open(src) as im:
+            mode, fmt, (w, h) = im.mode, im.format, im.size
+            if not (mode == "RGB" and fmt == "JPEG"):
+                converted = im.convert("RGB")  # decodes the whole image: truncation shows here
+            elif not _ends_with_jpeg_eoi(src):
+                # Linking reads only the header, so a truncated JPEG would pass unnoticed until
+                # training. A file without the end-of-image marker is decoded in full to decide
+                # (some cameras append data after the marker; those decode fine and are kept).
+                im.load()
+    except DECODE_ERRORS as err:
+        raise unreadable(src, "image", err) from None
+    # Writing is outside the try: a full disk is not a corrupt source image.
+    if converted is not None:
+        dst = Path(dst_dir) / f"{image_id}.png"
+        converted.save(dst, format="PNG")
+        return dst, (h, w)
     dst = Path(dst_dir) / f"{image_id}.jpg"
     link_or_copy(src, dst)
     return dst, (h, w)
+
+
+def _ends_with_jpeg_eoi(path: Path) -> bool:
+    """Whether the file ends with the JPEG end-of-image marker FF D9 (two bytes read, no decoding)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < 2:
+            return False
+        f.seek(-2, os.SEEK_END)
+        return f.read(2) == b"\xff\xd9"
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

@@ -1,9 +1,10 @@
 """Class names of the benchmark datasets and the ZegCLIP zero-shot splits (protocol.md, "Splits").
 
 Names and train-id order follow mmsegmentation (PascalVOCDataset without background;
-COCOStuffDataset for the 164k version), which ZegCLIP's configs use. The unseen lists are
-ZegCLIP's: VOC train ids 15..19; COCO-Stuff train ids 19, 23, 28, 29, 36, 51, 76, 88, 94, 112,
-133, 136, 137, 157, 160.
+COCOStuffDataset for the 164k version; PascalContextDataset59), which ZegCLIP's configs use. The
+unseen lists are ZegCLIP's: VOC train ids 15..19; COCO-Stuff train ids 19, 23, 28, 29, 36, 51, 76,
+88, 94, 112, 133, 136, 137, 157, 160; Context-59 (Cascade-CLIP configs/context_59, `novel_class`)
+train ids 0, 2, 3, 7, 9, 13, 17, 19, 31, 37.
 """
 
 from __future__ import annotations
@@ -46,13 +47,28 @@ COCO_STUFF_CLASSES: tuple[str, ...] = (
     "window-other", "wood",
 )
 
+# PASCAL Context-59 (background -> ignore): Cascade-CLIP's ZeroPascalVOCDataset59.CLASSES, the order
+# of mmseg's PascalContextDataset59 without 'background' (= ascending PASCAL-Context 459-class id).
+CONTEXT59_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book", "bottle",
+    "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth", "computer", "cow", "cup",
+    "curtain", "dog", "door", "fence", "floor", "flower", "food", "grass", "ground", "horse", "keyboard",
+    "light", "motorbike", "mountain", "mouse", "person", "plate", "platform", "pottedplant", "road",
+    "rock", "sheep", "shelves", "sidewalk", "sign", "sky", "snow", "sofa", "table", "track", "train",
+    "tree", "truck", "tvmonitor", "wall", "water", "window", "wood",
+)
+
 VOC_UNSEEN: tuple[str, ...] = ("pottedplant", "sheep", "sofa", "train", "tvmonitor")
 COCO_STUFF_UNSEEN: tuple[str, ...] = (
     "cow", "giraffe", "suitcase", "frisbee", "skateboard", "carrot", "scissors", "cardboard",
     "clouds", "grass", "playingfield", "river", "road", "tree", "wall-concrete",
 )
 
-assert len(VOC_CLASSES) == 20 and len(COCO_STUFF_CLASSES) == 171
+CONTEXT59_UNSEEN: tuple[str, ...] = (
+    "aeroplane", "bed", "bedclothes", "boat", "bottle", "car", "cloth", "cow", "keyboard", "plate",
+)
+
+assert len(VOC_CLASSES) == 20 and len(COCO_STUFF_CLASSES) == 171 and len(CONTEXT59_CLASSES) == 59
 
 
 def dataset_classes(data_cfg: DataConfig) -> list[str]:
@@ -61,6 +77,8 @@ def dataset_classes(data_cfg: DataConfig) -> list[str]:
         return list(VOC_CLASSES)
     if data_cfg.dataset == "coco_stuff":
         return list(COCO_STUFF_CLASSES)
+    if data_cfg.dataset == "context59":
+        return list(CONTEXT59_CLASSES)
     if data_cfg.dataset == "synthetic":
         from ldvc.data.synthetic import CLASSES  # another module's world; imported only when used
 
@@ -69,7 +87,9 @@ def dataset_classes(data_cfg: DataConfig) -> list[str]:
         from ldvc.data.coco_json import coco_json_classes
 
         return coco_json_classes(data_cfg.coco_json)
-    raise ValueError(f"data.dataset = {data_cfg.dataset!r}: unknown (voc | coco_stuff | coco_json | synthetic)")
+    raise ValueError(
+        f"data.dataset = {data_cfg.dataset!r}: unknown (voc | coco_stuff | context59 | coco_json | synthetic)"
+    )
 
 
 def default_unseen(dataset: str) -> list[str]:
@@ -78,6 +98,8 @@ def default_unseen(dataset: str) -> list[str]:
         return list(VOC_UNSEEN)
     if dataset == "coco_stuff":
         return list(COCO_STUFF_UNSEEN)
+    if dataset == "context59":
+        return list(CONTEXT59_UNSEEN)
     if dataset == "synthetic":
         from ldvc.data.synthetic import DEFAULT_UNSEEN
 

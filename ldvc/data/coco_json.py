@@ -14,12 +14,17 @@ Choices (ours; the protocol is silent):
 - Val categories are matched to the class list by NAME, so the two files may number them
   differently. Image ids are the file names' stems (sub-folders joined with "__").
 The unseen classes come from `split.unseen` (there is no default split for a user's data).
+Failures name their file: an annotation file that is not valid COCO JSON names the file; a
+segmentation that cannot be rasterised names the annotation file, the annotation id and the
+image; an image that cannot be decoded names the image (`canonical.UnreadableFileError`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import io
 import json
 import os
 import warnings
@@ -55,9 +60,23 @@ def _required_paths(cfg: CocoJsonConfig, repo_root: Path) -> dict[str, Path]:
     return paths
 
 
+def _load_json(annotation_file: str | os.PathLike) -> dict[str, Any]:
+    try:
+        with open(annotation_file) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CocoJsonError(
+            f"{annotation_file}: cannot read the COCO annotation file ({type(err).__name__}: {err}); "
+            f"fix or replace the file (data.coco_json.*_annotations)"
+        ) from None
+    if not isinstance(data, dict):
+        raise CocoJsonError(f"{annotation_file}: expected a COCO JSON object with 'images', 'annotations' and "
+                            f"'categories', found a {type(data).__name__}")
+    return data
+
+
 def categories_by_id(annotation_file: str | os.PathLike) -> list[dict[str, Any]]:
-    with open(annotation_file) as f:
-        cats = json.load(f).get("categories", [])
+    cats = _load_json(annotation_file).get("categories", [])
     if not cats:
         raise CocoJsonError(f"{annotation_file}: no 'categories' in the annotation file")
     return sorted(cats, key=lambda c: c["id"])
@@ -125,47 +144,85 @@ def ann_mask(segmentation: Any, h: int, w: int) -> np.ndarray:
 def rasterize(anns: list[tuple[int, float, int, Any]], h: int, w: int) -> np.ndarray:
     """anns: (train_id, area, ann_id, segmentation) -> (H, W) uint8 label, largest area painted first."""
     label = np.full((h, w), canonical.IGNORE_INDEX, dtype=np.uint8)
-    for train_id, _, _, seg in sorted(anns, key=lambda a: (-a[1], a[2])):
-        label[ann_mask(seg, h, w).astype(bool)] = train_id
+    for train_id, _, ann_id, seg in sorted(anns, key=lambda a: (-a[1], a[2])):
+        try:
+            mask = ann_mask(seg, h, w)
+        except Exception as err:  # noqa: BLE001 - pycocotools raises a bare Exception ("input type is not
+            # supported") or TypeError/ValueError for malformed polygons or RLE counts; whatever it is,
+            # it is this annotation's content, and the message must name it.
+            raise CocoJsonError(f"annotation id {ann_id}: cannot rasterise its segmentation "
+                                f"({type(err).__name__}: {err})") from None
+        label[mask.astype(bool)] = train_id
     return label
 
 
-def _convert_one(item: tuple[str, str, str, int, int, list], out: str) -> tuple[str, str]:
-    split, image_id, image_src, h, w, anns = item
+def _convert_one(item: tuple[str, str, str, int, int, list, str], out: str) -> tuple[str, str]:
+    split, image_id, image_src, h, w, anns, ann_file = item
     _, (ih, iw) = canonical.write_image(image_src, Path(out) / "images" / split, image_id)
     if (ih, iw) != (h, w):
-        raise CocoJsonError(f"{image_src}: the image is {ih}x{iw}, its annotation file says {h}x{w}")
-    canonical.write_label(Path(out) / "labels" / split / f"{image_id}.png", rasterize(anns, h, w))
+        raise CocoJsonError(f"{image_src}: the image is {ih}x{iw}, its annotation file {ann_file} says {h}x{w}")
+    try:
+        label = rasterize(anns, h, w)
+    except CocoJsonError as err:
+        raise CocoJsonError(f"{ann_file}: image {image_src}: {err}; fix that annotation") from None
+    canonical.write_label(Path(out) / "labels" / split / f"{image_id}.png", label)
     return split, image_id
 
 
+def load_coco(ann_file: Path) -> COCO:
+    """A pycocotools COCO index of `ann_file`; any failure names the file."""
+    data = _load_json(ann_file)
+    coco = COCO()  # built from the parsed dict: pycocotools' own loader names no file on errors
+    coco.dataset = data
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress lines
+            coco.createIndex()
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CocoJsonError(
+            f"{ann_file}: not a valid COCO annotation file ({type(err).__name__}: {err}); every image needs "
+            f"'id', 'file_name', 'height', 'width', every annotation 'id', 'image_id', 'category_id'"
+        ) from None
+    return coco
+
+
 def plan_split(split: str, images_dir: Path, ann_file: Path, classes: list[str]) -> tuple[list, dict[str, Any]]:
-    coco = COCO(str(ann_file))
-    cat_names = [c["name"] for c in coco.loadCats(coco.getCatIds())]
-    check_classes(classes, cat_names, str(ann_file))
-    to_train = category_to_train_id(coco, classes)
+    coco = load_coco(ann_file)
     items, seen_ids = [], {}
     n_anns = n_crowd = n_rle = 0
-    for img in coco.loadImgs(sorted(coco.getImgIds())):
-        rel = Path(img["file_name"])
-        image_id = "__".join(rel.with_suffix("").parts)
-        if image_id in seen_ids:
-            raise CocoJsonError(
-                f"{ann_file}: images {seen_ids[image_id]!r} and {img['file_name']!r} share id {image_id!r}"
-            )
-        seen_ids[image_id] = img["file_name"]
-        src = images_dir / rel
-        if not src.is_file():
-            raise CocoJsonError(f"{ann_file}: image {img['file_name']!r} not found in {images_dir}")
-        anns = []
-        for a in coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]], iscrowd=None)):
-            if a["category_id"] not in to_train or "segmentation" not in a:
-                continue
-            anns.append((to_train[a["category_id"]], float(a.get("area", 0.0)), a["id"], a["segmentation"]))
-            n_anns += 1
-            n_crowd += int(a.get("iscrowd", 0))
-            n_rle += int(isinstance(a["segmentation"], dict))
-        items.append((split, image_id, str(src), int(img["height"]), int(img["width"]), anns))
+    current: Any = "categories"  # the entry being planned, for the error message
+    try:
+        cat_names = [c["name"] for c in coco.loadCats(coco.getCatIds())]
+        check_classes(classes, cat_names, str(ann_file))
+        to_train = category_to_train_id(coco, classes)
+        for img in coco.loadImgs(sorted(coco.getImgIds())):
+            current = img.get("file_name", img.get("id")) if isinstance(img, dict) else img
+            rel = Path(img["file_name"])
+            image_id = "__".join(rel.with_suffix("").parts)
+            if image_id in seen_ids:
+                raise CocoJsonError(
+                    f"{ann_file}: images {seen_ids[image_id]!r} and {img['file_name']!r} share id {image_id!r}"
+                )
+            seen_ids[image_id] = img["file_name"]
+            src = images_dir / rel
+            if not src.is_file():
+                raise CocoJsonError(f"{ann_file}: image {img['file_name']!r} not found in {images_dir}")
+            anns = []
+            for a in coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]], iscrowd=None)):
+                if a["category_id"] not in to_train or "segmentation" not in a:
+                    continue
+                anns.append((to_train[a["category_id"]], float(a.get("area", 0.0)), a["id"], a["segmentation"]))
+                n_anns += 1
+                n_crowd += int(a.get("iscrowd", 0))
+                n_rle += int(isinstance(a["segmentation"], dict))
+            items.append((split, image_id, str(src), int(img["height"]), int(img["width"]), anns, str(ann_file)))
+    except CocoJsonError:
+        raise
+    except (KeyError, TypeError, ValueError) as err:
+        raise CocoJsonError(
+            f"{ann_file}: entry {current!r} (an image with its annotations, or the categories) has a missing "
+            f"or malformed field"
+            f"({type(err).__name__}: {err}); fix the annotation file"
+        ) from None
     ignored = sorted(set(cat_names) - set(classes))
     stats = {"annotations": str(ann_file), "images_dir": str(images_dir), "painted_annotations": n_anns,
              "crowd_annotations": n_crowd, "rle_annotations": n_rle, "ignored_categories": ignored}

@@ -7,6 +7,7 @@ COCO category id minus one (0 = person ... 181 = wood) and 255 = unlabelled. Ele
 hair brush), so the remaining 171 ids are renumbered consecutively in raw order - the same
 mapping as mmsegmentation's coco_stuff164k converter (e.g. 12 -> 11, 26 -> 24, 181 -> 170).
 Our choice: the unused raw ids map to 255 (mmseg leaves them unchanged; they never occur).
+A stuff map or image that cannot be decoded fails naming the file (`canonical.UnreadableFileError`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ldvc.data import canonical
 from ldvc.data.classes import COCO_STUFF_CLASSES
@@ -71,10 +71,8 @@ def convert_label(raw: np.ndarray) -> np.ndarray:
 
 def _convert_one(item: tuple[str, str, str, str], out: str) -> tuple[str, str]:
     split, image_id, image_src, label_src = item
-    with Image.open(label_src) as im:
-        if im.mode not in ("L", "P"):
-            raise ValueError(f"{label_src}: stuff map has mode {im.mode!r}, expected 8-bit grayscale")
-        raw = np.asarray(im, dtype=np.uint8)
+    raw = canonical.read_index_png(label_src, "stuff map", ("L", "P"),
+                                   " (8-bit grayscale raw ids, as in stuffthingmaps_trainval2017.zip)")
     _, (h, w) = canonical.write_image(image_src, Path(out) / "images" / split, image_id)
     if (h, w) != raw.shape:
         raise ValueError(f"{image_id}: image is {h}x{w} but {label_src} is {raw.shape[0]}x{raw.shape[1]}")

@@ -1,11 +1,19 @@
 """One entry point for the download stage: any `data.dataset` -> the canonical format at `out_root`.
 
-- voc / coco_stuff: fetch the official archives (or the `data.sources` overrides) into
-  `data.cache_dir`, verify them, extract each once into `<cache_dir>/extracted/<source>/`, and
-  convert; or, with `data.extracted_dir`, convert already-extracted data found under it.
+- voc / coco_stuff / context59: first check every source (`ldvc.data.preflight`: reachable,
+  sizes, free disk; nothing is downloaded when one fails), then fetch the official archives (or
+  the `data.sources` overrides) into `data.cache_dir`, verify them, extract each once into
+  `<cache_dir>/extracted/<source>/`, and convert; or, with `data.extracted_dir`, convert
+  already-extracted data found under it.
+  A cached archive that turns out truncated or damaged when extracted (possible when its
+  checksum check is off) has its verified record dropped and is moved aside to `<file>.corrupt`,
+  so the next run downloads it again; the error names it and says so. A user's own archive
+  (`data.sources.<name>.url` a local path) is never moved: the error asks to replace it.
 - coco_json: rasterise the user's COCO-format annotations (paths relative to the repository).
 - synthetic: `ldvc.data.synthetic.generate_synthetic` (another module; imported lazily).
-Returns a summary (dataset, per-split counts, classes, sources with their checksums) for logging.
+Returns a summary (dataset, per-split counts, classes, sources with their checksums, and
+`inputs`: the digests of every external input actually used, `ldvc.data.inputs.resolved_inputs`)
+for logging; the same `inputs` record is added to meta.json's provenance ("source").
 """
 
 from __future__ import annotations
@@ -14,8 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ldvc.data import canonical
-from ldvc.data.archive import extract_archive
-from ldvc.data.download import fetch_with_digests
+from ldvc.data.archive import CorruptArchiveError, extract_archive
+from ldvc.data.download import discard_cached, fetch_with_digests, is_cached_file
+from ldvc.data.inputs import resolved_inputs
+from ldvc.data.preflight import preflight
 from ldvc.data.sources import DATASET_SOURCES, Source, resolve_sources
 
 if TYPE_CHECKING:
@@ -41,14 +51,21 @@ def prepare_dataset(data_cfg: DataConfig, out_root: Path, repo_root: Path, progr
             from ldvc.data.voc import prepare_voc
 
             prepare_voc(bases["voc2012"], bases["sbd"], out_root, data_cfg.num_workers, {"archives": sources})
+        elif dataset == "context59":
+            from ldvc.data.context59 import prepare_context59
+
+            prepare_context59(bases["voc2010"], bases["pascal_context"], out_root, data_cfg.num_workers,
+                              {"archives": sources})
         else:
             from ldvc.data.coco_stuff import prepare_coco_stuff
 
             prepare_coco_stuff({"train": bases["coco_train2017"], "val": bases["coco_val2017"]},
                                bases["coco_stuffthingmaps"], out_root, data_cfg.num_workers, {"archives": sources})
     else:
-        raise ValueError(f"data.dataset = {dataset!r}: unknown (voc | coco_stuff | coco_json | synthetic)")
+        raise ValueError(f"data.dataset = {dataset!r}: unknown (synthetic | coco_json | {' | '.join(DATASET_SOURCES)})")
     meta = canonical.validate_canonical(out_root)
+    inputs = resolved_inputs(data_cfg, repo_root, sources, progress)
+    canonical.update_meta_source(out_root, inputs=inputs)
     return {
         "dataset": meta["dataset"],
         "root": str(out_root),
@@ -56,6 +73,7 @@ def prepare_dataset(data_cfg: DataConfig, out_root: Path, repo_root: Path, progr
         "classes": meta["classes"],
         "splits": meta["splits"],
         "sources": sources,
+        "inputs": inputs,
     }
 
 
@@ -73,12 +91,44 @@ def _obtain(data_cfg: DataConfig, repo_root: Path, progress: bool) -> tuple[dict
     # Resolve every override first: a typo fails before gigabytes are downloaded.
     sources: dict[str, Source] = resolve_sources(data_cfg.sources)
     cache = (repo_root / data_cfg.cache_dir).resolve()
+    # Every source reachable, sized and fitting on the disk before the first byte is downloaded.
+    preflight(data_cfg, repo_root)
     bases, record = {}, {}
     for name in names:
         src = sources[name]
         path, digests = fetch_with_digests(src, cache, progress=progress)
-        bases[name] = extract_archive(path, cache / "extracted" / name, fingerprint=digests["sha256"],
-                                      progress=progress)
+        try:
+            bases[name] = extract_archive(path, cache / "extracted" / name, fingerprint=digests["sha256"],
+                                          progress=progress)
+        except CorruptArchiveError as err:
+            raise _corrupt_archive(err, src, path, cache) from err
         record[name] = {"url": src.url, "file": str(path), "bytes": path.stat().st_size, **digests,
                         "expected_md5": src.md5, "expected_sha256": src.sha256}
     return bases, record
+
+
+def _corrupt_archive(err: CorruptArchiveError, src: Source, path: Path, cache: Path) -> CorruptArchiveError:
+    """The error for an archive that verified (or had no checksum) but cannot be extracted.
+
+    A cached download whose checksum check is off is dropped (record removed, file moved aside) so
+    the next run fetches it again instead of failing the same way until someone deletes it by hand.
+    One that MATCHED its expected checksum is kept: it is the expected archive, a new download
+    would give the same bytes, and the message says so."""
+    if src.md5 or src.sha256:
+        return CorruptArchiveError(
+            f"{err}. Source {src.name!r}: the file matches its expected checksum (data.sources.{src.name}), so it is "
+            f"the expected archive and is kept: downloading it again would not help. If you set that checksum "
+            f"yourself, check that it belongs to a complete archive; otherwise report this archive."
+        )
+    unchecked = (f" Its checksum check is off (data.sources.{src.name}.md5/sha256): set one to catch a bad "
+                 f"download before extraction.")
+    if is_cached_file(path, cache):
+        moved = discard_cached(path)
+        return CorruptArchiveError(
+            f"{err}. Source {src.name!r}: its verified record was removed and the file moved aside to {moved}; "
+            f"the next run downloads {src.filename} again from {src.url}.{unchecked}"
+        )
+    return CorruptArchiveError(
+        f"{err}. This is your own archive for source {src.name!r} (data.sources.{src.name}.url): it is left "
+        f"in place; replace it with a complete copy.{unchecked}"
+    )

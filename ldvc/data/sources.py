@@ -5,8 +5,9 @@ except the name can be overridden per source with `data.sources: {name: {url, md
 params.yaml, e.g. a mirror URL, a `file://` URL or a plain local path to an archive the user
 already has. An override that gives only a `url` keeps the official checksums (a mirror serves
 the same bytes); set `md5: ""` (or "none") to disable a check for a re-packed archive.
-The md5 of stuffthingmaps_trainval2017.zip is not published: it is None, and the checksum
-actually downloaded is recorded in the dataset's provenance instead.
+The md5 of stuffthingmaps_trainval2017.zip and of the PASCAL-Context trainval.tar.gz are not
+published: they are None, and the checksum actually downloaded is recorded in the dataset's
+provenance instead. The VOC2010 md5 is the one torchvision's VOC dataset code publishes.
 """
 
 from __future__ import annotations
@@ -66,6 +67,22 @@ OFFICIAL_SOURCES: dict[str, Source] = {
             md5=None,  # not published; the downloaded checksum is recorded in meta.json
             description="COCO-Stuff 164k stuff+thing label maps (raw ids 0..181, 255)",
         ),
+        Source(
+            "voc2010",
+            "http://host.robots.ox.ac.uk/pascal/VOC/voc2010/VOCtrainval_03-May-2010.tar",
+            "VOCtrainval_03-May-2010.tar",
+            md5="da459979d0c395079b5c75ee67908abb",
+            description="PASCAL VOC 2010 trainval (JPEGImages, ImageSets/Main/{train,val}.txt)",
+        ),
+        Source(
+            "pascal_context",
+            # The dataset page's link (CAT-Seg's README links roozbehm.info/pascal-context/trainval.tar.gz,
+            # usable as a data.sources mirror). Cached under a distinct name: "trainval.tar.gz" is generic.
+            "https://cs.stanford.edu/~roozbeh/pascal-context/trainval.tar.gz",
+            "pascal-context_trainval.tar.gz",
+            md5=None,  # not published; the downloaded checksum is recorded in meta.json
+            description="PASCAL-Context 459-class label maps (trainval/<id>.mat LabelMap, labels.txt)",
+        ),
     )
 }
 
@@ -73,6 +90,7 @@ OFFICIAL_SOURCES: dict[str, Source] = {
 DATASET_SOURCES: dict[str, tuple[str, ...]] = {
     "voc": ("voc2012", "sbd"),
     "coco_stuff": ("coco_train2017", "coco_val2017", "coco_stuffthingmaps"),
+    "context59": ("voc2010", "pascal_context"),
 }
 
 _OVERRIDE_KEYS = ("url", "md5", "sha256")

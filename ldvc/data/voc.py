@@ -11,6 +11,8 @@
   ignore), other train_aug ids use SBD. mmseg's voc_aug config instead concatenates both sets,
   so the 1,464 VOC train images appear twice there; we keep each image once.
 - Images are taken from VOC JPEGImages (which holds every SBD image), else from SBD img/.
+- A label or image that cannot be decoded (a truncated PNG among thousands) fails naming the
+  file (`canonical.UnreadableFileError`), never with a bare `OSError` from inside PIL or scipy.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import scipy.io
-from PIL import Image
+from scipy.io.matlab import MatReadError
 
 from ldvc.data import canonical
 from ldvc.data.classes import VOC_CLASSES
@@ -88,21 +90,27 @@ def train_aug_ids(voc_train: list[str], voc_val: list[str], sbd_train: list[str]
 
 def read_voc_png(path: Path) -> np.ndarray:
     """(H, W) uint8 raw class indices of a VOC SegmentationClass palette PNG."""
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L"):
-            raise ValueError(
-                f"{path}: VOC label has mode {im.mode!r}; expected the official palette ('P') PNG whose "
-                f"pixel values are class indices (an RGB-converted copy loses them: use the original)"
-            )
-        return np.asarray(im, dtype=np.uint8).copy()
+    return canonical.read_index_png(
+        path, "VOC label", ("P", "L"),
+        "; expected the official palette ('P') PNG whose pixel values are class indices (an "
+        "RGB-converted copy loses them: use the original)",
+    )
 
 
 def read_sbd_mat(path: Path) -> np.ndarray:
     """(H, W) uint8 raw class indices from an SBD cls/*.mat (GTcls.Segmentation)."""
-    mat = scipy.io.loadmat(str(path), struct_as_record=False, squeeze_me=True)
+    try:
+        mat = scipy.io.loadmat(str(path), struct_as_record=False, squeeze_me=True)
+    except (MatReadError, OSError, ValueError, TypeError, EOFError, NotImplementedError) as err:
+        # A truncated file gives MatReadError ("appears to be truncated") or OSError ("could not
+        # read bytes"), and neither names the file.
+        raise canonical.unreadable(path, "SBD label (.mat)", err) from None
     if "GTcls" not in mat:
         raise ValueError(f"{path}: no 'GTcls' struct (is this an SBD cls/*.mat file?)")
-    seg = np.asarray(mat["GTcls"].Segmentation)
+    try:
+        seg = np.asarray(mat["GTcls"].Segmentation)
+    except AttributeError:
+        raise ValueError(f"{path}: GTcls has no 'Segmentation' field (is this an SBD cls/*.mat file?)") from None
     if seg.ndim != 2:
         raise ValueError(f"{path}: GTcls.Segmentation has shape {seg.shape}, expected (H, W)")
     return seg.astype(np.uint8)
