@@ -44,8 +44,8 @@ def load_validated(raw: dict[str, Any], *, variant: bool = False) -> Config:
 
 
 def _check_model(cfg: Config, prefix: str) -> None:
-    from ldvc.model.clip_loader import model_config
     from ldvc.model.build import DECODERS  # importing build registers every decoder
+    from ldvc.model.clip_loader import model_config
 
     d = cfg.decoder
     if d.type not in DECODERS:

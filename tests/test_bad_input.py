@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from fixtures.engine import fresh_checkpoint, tiny_config, tiny_setup
+from fixtures.engine import fresh_checkpoint, tiny_setup
 
 from ldvc.data.dataset import DatasetError
 from ldvc.train.checkpoint import CheckpointError, atomic_save, latest_checkpoint, load_checkpoint

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ldvc.config import ConfigError, config_from_dict, flatten, load_config, read_yaml
 from ldvc.presets import apply_preset, available, load_preset

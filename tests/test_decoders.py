@@ -10,10 +10,10 @@ import torch.nn.functional as F
 
 import ldvc.model.decoders as decoders
 from ldvc.config import Config, config_from_dict, load_config
-from ldvc.model.clip_loader import create_clip
-from ldvc.model.relationship import RelationshipDescriptor
 from ldvc.model.build import build_segmentor
+from ldvc.model.clip_loader import create_clip
 from ldvc.model.param_count import count_parameters
+from ldvc.model.relationship import RelationshipDescriptor
 
 torch.set_num_threads(1)
 CLASSES = ["cat", "dog", "potted plant", "sky", "grass"]
