@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 MAIN_VARIANT = "ldvc"  # the name under which the main (non-ablation) runs are recorded
+RESERVED_NAMES = (MAIN_VARIANT, "cross")  # folders of runs/ that are not ablation variants
 CROSS_ROOT = "data/cross"  # cross-dataset targets are prepared into data/cross/<target>
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # ablation variants, cross-dataset targets: path-safe
 
@@ -521,10 +522,11 @@ def check(cfg: Config, variant: bool = False) -> None:
         )
     for section, entries in (("ablation", cfg.ablation), ("cross_dataset", cfg.cross_dataset)):
         for name, overlay in entries.items():
-            if not NAME_RE.match(name) or name == MAIN_VARIANT:
+            if not NAME_RE.match(name) or name in RESERVED_NAMES:
                 raise ConfigError(
                     f"'{section}.{name}': names must be letters, digits, '_' or '-' (they become DVC stage and "
-                    f"folder names) and not {MAIN_VARIANT!r} (the main runs)"
+                    f"folder names) and not one of {RESERVED_NAMES} (runs/{MAIN_VARIANT} holds the main runs, "
+                    f"runs/cross the cross-dataset evaluations)"
                 )
             if not isinstance(overlay, dict):
                 raise ConfigError(f"'{section}.{name}' must be a partial parameter tree, got {overlay!r}")

@@ -132,3 +132,62 @@ def test_train_inductive_then_transductive_and_evaluate(tmp_path):
     slide = tiny_config({"eval": {"mode": "slide"}})
     ms = evaluate_checkpoint(slide, "inductive", split, root, ind / "model.pt", None, tmp_path / "slide")
     assert ms["num_images"] == n_val and ms["eval_mode"] == "slide"
+
+
+def test_slide_windows_average_sigmoid_scores_as_zegclip():
+    """ZegCLIP averages the windows' SCORES (sigmoid), not their logits, where windows overlap."""
+    from ldvc.eval.inference import slide_inference
+
+    class Const(torch.nn.Module):  # window 0 (left) says logit +4, window 1 (right) says -4
+        def __init__(self) -> None:
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, class_ids=None):
+            left = (x[:, :1, :1, :1] > -10).float()  # every window gets a constant map
+            sign = torch.tensor([4.0, -4.0])[: x.shape[0]].view(-1, 1, 1, 1)
+            return left * sign.expand(-1, 1, x.shape[2], x.shape[3])
+
+    image = torch.zeros(3, 32, 48)  # two 32-px windows at x = 0 and x = 16: overlap 16..31
+    scores = slide_inference(Const(), image, (32, 48), window=32, stride=16)
+    overlap = scores[0, :, 16:32]
+    expected = (torch.sigmoid(torch.tensor(4.0)) + torch.sigmoid(torch.tensor(-4.0))) / 2  # 0.5
+    torch.testing.assert_close(overlap, torch.full_like(overlap, float(expected)))
+    assert abs(float(scores[0, 0, 0]) - float(torch.sigmoid(torch.tensor(4.0)))) < 1e-6
+
+
+def test_fully_supervised_cross_dataset_and_unseen_vocabulary(tmp_path):
+    from ldvc.config import config_from_dict, deep_merge
+    from ldvc.eval.evaluate import cross_split, evaluate_checkpoint
+    from ldvc.pipeline import training_split
+    from ldvc.train.loop import train_segmentor
+
+    cfg, split, root, _, _ = tiny_setup(tmp_path)
+    # fully supervised (an ablation variant): the training split has every class seen; evaluation
+    # keeps the benchmark split, so mIoU(S)/(U) compare with the zero-shot rows
+    full_cfg = config_from_dict(deep_merge(cfg.to_dict(), {"split": {"unseen": []}}), variant=True)
+    full_split = training_split(full_cfg, split)
+    assert full_split["unseen"] == [] and len(full_split["seen"]) == len(split["classes"])
+    run = tmp_path / "fully"
+    train_segmentor(full_cfg, "inductive", full_split, root, None, run)
+    assert torch.load(run / "model.pt", weights_only=True)["fully_supervised"]
+    m = evaluate_checkpoint(cfg, "fully_supervised", split, root, run / "model.pt", None, run)
+    assert not m["calibrated"] and np.isfinite(m["mIoU_unseen"])
+
+    # unseen vocabulary: only unseen names are candidates, only unseen pixels are scored
+    unseen_cfg = tiny_config({"eval": {"vocabulary": "unseen"}})
+    mu = evaluate_checkpoint(unseen_cfg, "inductive", split, root, run / "model.pt", None, tmp_path / "u")
+    assert mu["vocabulary"] == "unseen" and np.isnan(mu["mIoU_seen"]) and np.isfinite(mu["mIoU_unseen"])
+    assert mu["num_pixels"] < m["num_pixels"]
+
+    # cross-dataset: another world's vocabulary (names, order) scored with the target's class names
+    target = tiny_config({"data": {"synthetic": {"world": "shifted", "train_images": 2, "val_images": 4}}})
+    from ldvc.data.synthetic import generate_synthetic
+
+    generate_synthetic(target.data, tmp_path / "shifted")
+    classes = json.loads((tmp_path / "shifted" / "meta.json").read_text())["classes"]
+    assert classes != split["classes"]
+    mc = evaluate_checkpoint(cfg, "cross", cross_split(classes), tmp_path / "shifted", run / "model.pt", None,
+                             tmp_path / "cross")
+    per = list(csv.DictReader(open(tmp_path / "cross" / "per_class_iou.csv")))
+    assert [r["class"] for r in per] == classes and 0 <= mc["mIoU"] <= 100 and not mc["calibrated"]

@@ -80,9 +80,9 @@ def dataset_classes(data_cfg: DataConfig) -> list[str]:
     if data_cfg.dataset == "context59":
         return list(CONTEXT59_CLASSES)
     if data_cfg.dataset == "synthetic":
-        from ldvc.data.synthetic import CLASSES  # another module's world; imported only when used
+        from ldvc.data.synthetic import WORLDS  # another module's worlds; imported only when used
 
-        return list(CLASSES)
+        return list(WORLDS[data_cfg.synthetic.world].classes)
     if data_cfg.dataset == "coco_json":
         from ldvc.data.coco_json import coco_json_classes
 

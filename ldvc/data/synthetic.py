@@ -23,6 +23,12 @@ Everything here is our choice (the paper has no synthetic setting):
   i.e. +-36 degrees) is NOT safe; brightness/contrast/saturation jitter in mmseg's ranges is.
 - Deterministic: every image is drawn from its own generator seeded by (seed, split, index), so
   the output does not depend on order or on how many images are generated.
+- Worlds (`data.synthetic.world`): "default" is the world above, the one the model trains in;
+  "shifted" is the cross-dataset target of the embedded default: other nuisance statistics
+  (darker backgrounds with a low-frequency texture and a steeper gradient, a wider range of object
+  sizes, up to twice the pixel noise) and a partly different vocabulary built from the same words:
+  12 of the 18 classes (all 4 default unseen ones among them) in another order, so an evaluation
+  that reused the source's class indices instead of the target's names would be wrong everywhere.
 
 Canonical on-disk format written by `generate_synthetic` (shared with the real datasets):
 <root>/meta.json, <root>/images/<split>/<id>.png, <root>/labels/<split>/<id>.png,
@@ -96,6 +102,32 @@ def _check_split(unseen: Sequence[str]) -> None:
 
 
 _check_split(DEFAULT_UNSEEN)
+
+
+@dataclass(frozen=True)
+class World:
+    """The nuisance statistics and the vocabulary of one synthetic world."""
+
+    name: str
+    classes: tuple[str, ...]  # the vocabulary, in train-id order (names of CLASSES)
+    grey: tuple[float, float] = (0.3, 0.8)  # background brightness
+    gradient: float = 0.2  # background brightness ramp across the image
+    texture: float = 0.0  # amplitude of a low-frequency background texture (0: none)
+    radius: tuple[float, float] = (0.1, 0.24)  # object size, share of the image side
+    noise: tuple[float, float] = (0.0, 0.04)  # pixel noise std range
+
+
+WORLDS: dict[str, World] = {
+    "default": World("default", tuple(CLASSES)),
+    "shifted": World(
+        "shifted",
+        ("dotted teal", "purple", "striped yellow", "blue", "dotted red", "striped green", "teal", "dotted blue",
+         "red", "striped purple", "yellow", "dotted green"),
+        grey=(0.12, 0.55), gradient=0.45, texture=0.1, radius=(0.07, 0.3), noise=(0.03, 0.08),
+    ),
+}
+assert all(set(w.classes) <= set(CLASSES) for w in WORLDS.values())
+assert set(DEFAULT_UNSEEN) <= set(WORLDS["shifted"].classes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,18 +234,25 @@ def _object_colour(rng: np.random.Generator, class_id: int) -> np.ndarray:
     return np.asarray(colorsys.hsv_to_rgb(hue / 360.0, sat, val), dtype=np.float32)
 
 
-def _background(rng: np.random.Generator, size: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float: a low-saturation tint with a linear brightness gradient."""
-    grey = rng.uniform(0.3, 0.8)
+def _background(rng: np.random.Generator, size: int, xs: np.ndarray, ys: np.ndarray,
+                world: World = WORLDS["default"]) -> np.ndarray:
+    """(H, W, 3) float: a low-saturation tint with a linear brightness gradient (and, in a world
+    with texture, a sum of three random low-frequency waves)."""
+    grey = rng.uniform(*world.grey)
     tint = np.asarray(colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.12), 1.0), np.float32)
-    g = rng.uniform(-0.2, 0.2, size=2) / size
+    g = rng.uniform(-world.gradient, world.gradient, size=2) / size
     ramp = (xs - size / 2) * g[0] + (ys - size / 2) * g[1]  # (H, W)
+    if world.texture > 0:
+        for _ in range(3):
+            fx, fy = rng.uniform(0.5, 3.0, size=2) * 2 * np.pi / size
+            ramp = ramp + world.texture / 3 * np.sin(fx * xs + fy * ys + rng.uniform(0, 2 * np.pi))
     return np.clip((grey + ramp)[..., None] * tint, 0.0, 1.0)
 
 
 def compose_scene(rng: np.random.Generator, size: int, n_objects: int,
                   classes_allowed: Sequence[int | str] | None = None,
-                  class_ids: Sequence[int] | None = None, single: bool = False) -> Scene:
+                  class_ids: Sequence[int] | None = None, single: bool = False,
+                  world: World = WORLDS["default"]) -> Scene:
     """Draw a scene of `n_objects` objects; the full record (image, label and objects).
 
     class_ids fixes the objects' classes (in drawing order, the last is on top); otherwise they
@@ -233,7 +272,7 @@ def compose_scene(rng: np.random.Generator, size: int, n_objects: int,
         raise ValueError(f"class_ids has {len(class_ids)} entries for {n_objects} objects")
     scale = size / 64.0
     xs, ys = _grid(size)
-    image = _background(rng, size, xs, ys)
+    image = _background(rng, size, xs, ys, world)
     label = np.full((size, size), IGNORE_INDEX, dtype=np.uint8)
     owner = np.full((size, size), -1, dtype=np.int16)  # which object owns each pixel
     objects: list[SceneObject] = []
@@ -247,7 +286,7 @@ def compose_scene(rng: np.random.Generator, size: int, n_objects: int,
             # Rejection sampling keeps objects mostly apart: overlaps stay possible (and pixel-exact)
             # but rarely hide an object.
             for _ in range(20):
-                r = rng.uniform(0.1, 0.24) * size
+                r = rng.uniform(*world.radius) * size
                 cx, cy = rng.uniform(r * 0.7, size - r * 0.7, size=2)
                 if all((cx - px) ** 2 + (cy - py) ** 2 >= (0.8 * (r + pr)) ** 2 for px, py, pr in placed):
                     break
@@ -266,7 +305,7 @@ def compose_scene(rng: np.random.Generator, size: int, n_objects: int,
     counts = np.bincount(owner[owner >= 0].ravel(), minlength=len(objects))
     for k, obj in enumerate(objects):
         obj.visible = int(counts[k])
-    noise = rng.uniform(0.0, 0.04)
+    noise = rng.uniform(*world.noise)
     image = image + rng.normal(0.0, noise, size=image.shape).astype(np.float32)
     image = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
     return Scene(image=image, label=label, objects=objects)
@@ -353,10 +392,11 @@ def generate_synthetic(data_cfg: Any, out_root: Path) -> dict[str, Any]:
     """Write the synthetic dataset in the canonical format; returns a summary.
 
     data_cfg: ldvc.config.DataConfig (image_size and the `synthetic` section are used).
-    Train and val images hold min_objects..max_objects objects of ALL classes (the split stage
-    later turns unseen pixels into 255 for inductive training). Image i's top object has class
-    i mod C, so every class appears in a split of at least C images. Written into a temporary
-    sibling directory and renamed onto out_root (ldvc.data.canonical.staging).
+    Train and val images hold min_objects..max_objects objects of ALL classes of the world (the
+    split stage later turns unseen pixels into 255 for inductive training). Image i's top object
+    has class i mod C, so every class appears in a split of at least C images. Labels are the
+    world's train ids (its `classes` order). Written into a temporary sibling directory and renamed
+    onto out_root (ldvc.data.canonical.staging).
     """
     syn = data_cfg.synthetic
     size = int(data_cfg.image_size)
@@ -371,7 +411,12 @@ def generate_synthetic(data_cfg: Any, out_root: Path) -> dict[str, Any]:
     for split, n in counts.items():
         if n < 1:
             raise ValueError(f"data.synthetic.{split}_images must be positive, got {n}")
-    n_classes = len(CLASSES)
+    world = WORLDS[syn.world]
+    vocabulary = list(world.classes)
+    n_classes = len(vocabulary)
+    to_global = np.asarray([CLASSES.index(c) for c in vocabulary])  # world id -> drawing class
+    to_world = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    to_world[to_global] = np.arange(n_classes)
     pixels = {split: np.zeros(n_classes, dtype=np.int64) for split in counts}
     with canonical.staging(out_root) as tmp:
         for split, n in counts.items():
@@ -382,10 +427,11 @@ def generate_synthetic(data_cfg: Any, out_root: Path) -> dict[str, Any]:
                 k = int(rng.integers(syn.min_objects, syn.max_objects + 1))
                 classes = rng.integers(n_classes, size=k)
                 classes[-1] = i % n_classes  # drawn last: on top, never hidden
-                scene = compose_scene(rng, size, k, class_ids=classes.tolist())
+                scene = compose_scene(rng, size, k, class_ids=to_global[classes].tolist(), world=world)
+                label = to_world[scene.label]
                 Image.fromarray(scene.image).save(tmp / "images" / split / f"{img_id}.png")
-                canonical.write_label(canonical.label_path(tmp, split, img_id), scene.label)
-                pixels[split] += np.bincount(scene.label[scene.label != IGNORE_INDEX], minlength=n_classes)
+                canonical.write_label(canonical.label_path(tmp, split, img_id), label)
+                pixels[split] += np.bincount(label[label != IGNORE_INDEX], minlength=n_classes)
             canonical.write_list(tmp, split, ids)
         source = {
             "generator": "ldvc.data.synthetic",
@@ -393,18 +439,19 @@ def generate_synthetic(data_cfg: Any, out_root: Path) -> dict[str, Any]:
             "image_size": size,
             "min_objects": syn.min_objects,
             "max_objects": syn.max_objects,
+            "world": world.name,
             "default_unseen": list(DEFAULT_UNSEEN),
         }
-        canonical.write_meta(tmp, "synthetic", CLASSES, counts, source)
+        canonical.write_meta(tmp, "synthetic", vocabulary, counts, source)
     total = {s: int(p.sum()) for s, p in pixels.items()}
     return {
         "dataset": "synthetic",
         "num_classes": n_classes,
         "splits": counts,
-        "class_pixels": {s: {c: int(v) for c, v in zip(CLASSES, p)} for s, p in pixels.items()},
+        "class_pixels": {s: {c: int(v) for c, v in zip(vocabulary, p)} for s, p in pixels.items()},
         "class_pixel_freq": {
-            s: {c: float(v) / max(total[s], 1) for c, v in zip(CLASSES, p)} for s, p in pixels.items()
+            s: {c: float(v) / max(total[s], 1) for c, v in zip(vocabulary, p)} for s, p in pixels.items()
         },
         "labelled_pixel_share": {s: total[s] / (counts[s] * size * size) for s in counts},
-        "classes_missing": {s: [c for c, v in zip(CLASSES, p) if v == 0] for s, p in pixels.items()},
+        "classes_missing": {s: [c for c, v in zip(vocabulary, p) if v == 0] for s, p in pixels.items()},
     }

@@ -1,10 +1,11 @@
 """Paper tables and figures, rebuilt from the pipeline's evaluation records.
 
 Library entry point of the `report` stage: `build_reports(records, out_dir)` writes
-out_dir/tables/{main,ablation}.{md,csv,tex} and out_dir/figures/*.png and returns their paths plus
-the aggregated main-run metrics (for metrics/inductive.json and metrics/transductive.json).
-Records come from the runs/ directory (`load_runs_dir`) or from every run of an MLflow store
-(`load_mlflow`), so `dvc exp run` / `dvc queue` experiments appear as extra rows.
+out_dir/tables/{main,cross,ablation,cost}.{md,csv,tex} and out_dir/figures/*.png and returns their
+paths plus the aggregated main-run metrics (for metrics/{inductive,transductive,ablation,cross}.json).
+Records come from the runs/ directory (`load_runs_dir`, incl. runs/cross/) or from every run of an
+MLflow store (`load_mlflow`), so `dvc exp run` / `dvc queue` experiments appear as extra rows.
+Every table marks reproduced numbers that deviate from their protocol ([R*], tables.py).
 Command line: `python -m ldvc.reports [--from-mlflow] ...` (see __main__.py).
 """
 
@@ -25,7 +26,15 @@ from ldvc.reports.records import (
     load_runs_dir,
     records_from_runs,
 )
-from ldvc.reports.tables import ablation_table, main_table, summarize, summarize_ablation, write_table
+from ldvc.reports.tables import (
+    ablation_table,
+    cross_table,
+    main_table,
+    summarize,
+    summarize_ablation,
+    summarize_cross,
+    write_table,
+)
 
 __all__ = [
     "ClassIoU",
@@ -51,14 +60,18 @@ def build_reports(
     summary_exp: str | None = None,
     summary_dataset: str | None = None,
     notes: Iterable[str] = (),
+    count_models: bool = True,
+    gpu_benchmark: str | Path | None = None,
+    cross_targets: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """Write the tables (and figures) for `records`; return what was written and the summaries.
 
-    Returns {"tables": {"main_md": Path, "main_csv": ..., "ablation_tex": ...},
+    Returns {"tables": {"main_md": Path, "main_csv": ..., "cross_md", "ablation_tex", "cost_csv", ...},
              "figures": {"per_class_iou_<dataset>_<setting>": Path, ...},
              "main": {"inductive": {"pAcc", "mIoU_seen", "mIoU_unseen", "hIoU"[, "<key>_std"]},
                       "transductive": {...}},          # -> metrics/<setting>.json
              "ablation": {variant: {"mIoU_seen", ..., "train_images_per_s"[, "<key>_std"]}},
+             "cross": {target: {"pAcc", "mIoU"[, "<key>_std"]}},   # -> metrics/cross.json
              "notes": [what was skipped and why]}.
     Summaries are means over seeds of experiment `summary_exp` (None = the workspace's own runs);
     "main" is variant `main_variant`; `summary_dataset` picks a dataset when records cover several.
@@ -66,6 +79,12 @@ def build_reports(
     `ablation_overrides`: params.yaml's `ablation` section (variant -> partial parameter tree or
     {"section.key": value}); it orders the ablation rows and fills their "Changes" column, and the
     workspace's records of variants it no longer names (stale runs/ folders) are left out, with a note.
+    `cross_targets`: params.yaml's `cross_dataset` keys; the workspace's cross records of other targets
+    (stale runs/cross/ folders) are left out, with a note.
+    `count_models`: count parameters/GFLOPs for the cost table (ZegCLIP and LDVC at the paper size on
+    the meta device, a few seconds once per process; each run's model from its checkpoint).
+    `gpu_benchmark`: the GPU throughput report giving FPS (default out_dir/benchmarks_gpu.json; a
+    missing file leaves FPS '-' with a note).
     """
     if not records:
         raise ReportError(
@@ -80,13 +99,26 @@ def build_reports(
         if stale:
             all_notes.append(f"left out variants no longer in params.yaml's ablation section: {stale}")
             records = [r for r in records if r.exp_name is not None or r.variant in current]
+    if cross_targets is not None:
+        targets = set(cross_targets)
+        stale = sorted({str(r.cross_target) for r in records
+                        if r.setting == "cross" and r.exp_name is None and r.cross_target not in targets})
+        if stale:
+            all_notes.append(f"left out cross-dataset targets no longer in params.yaml's cross_dataset: {stale}")
+            records = [r for r in records if r.setting != "cross" or r.exp_name is not None
+                       or r.cross_target in targets]
     # Validate before writing anything: a summary that cannot be computed fails here.
     main = summarize(records, variant=main_variant, exp_name=summary_exp, dataset=summary_dataset)
     ablation = summarize_ablation(records, exp_name=summary_exp, dataset=summary_dataset)
+    cross = summarize_cross(records, variant=main_variant, exp_name=summary_exp)
     out_dir = Path(out_dir)
+    from ldvc.reports.cost import GPU_BENCHMARK_FILE, cost_table  # torch only when the tables are built
+
+    cost = cost_table(records, count=count_models,
+                      gpu_benchmark=gpu_benchmark if gpu_benchmark is not None else out_dir / GPU_BENCHMARK_FILE)
     tables: dict[str, Path] = {}
-    tables.update(write_table(main_table(records), out_dir / "tables"))
-    tables.update(write_table(ablation_table(records, ablation_overrides), out_dir / "tables"))
+    for table in (main_table(records), cross_table(records), ablation_table(records, ablation_overrides), cost):
+        tables.update(write_table(table, out_dir / "tables"))
     figure_paths: dict[str, Path] = {}
     if figures:
         from ldvc.reports.figures import build_figures  # matplotlib only when figures are wanted
@@ -95,4 +127,5 @@ def build_reports(
             curves = curves_beside(records)
         figure_paths, figure_notes = build_figures(records, curves, out_dir / "figures", summary_exp)
         all_notes += figure_notes
-    return {"tables": tables, "figures": figure_paths, "main": main, "ablation": ablation, "notes": all_notes}
+    return {"tables": tables, "figures": figure_paths, "main": main, "ablation": ablation, "cross": cross,
+            "notes": all_notes}

@@ -3,13 +3,15 @@
     python -m ldvc.reports                       # from runs/<variant>/seed<s>/<setting>/metrics.json
     python -m ldvc.reports --from-mlflow         # from every run in the MLflow store (incl. dvc exps)
         [--tracking-uri URI] [--experiment NAME] [--runs-dir runs] [--out reports]
-        [--params params.yaml] [--no-figures]
+        [--params params.yaml] [--no-figures] [--no-count] [--gpu-benchmark reports/benchmarks_gpu.json]
 
 Defaults are anchored at the repository root (DVC_ROOT when DVC runs us, else the folder holding
 dvc.yaml), like the pipeline's own MLflow store: sqlite:///<root>/mlflow.db (or
 $MLFLOW_TRACKING_URI), experiment = params.yaml's project.mlflow_experiment. params.yaml is read as
-plain YAML (only project.mlflow_experiment and the ablation section are used), so a report can be
-rebuilt without loading the model registry.
+plain YAML (only project.mlflow_experiment and the ablation and cross_dataset sections are used), so
+a report can be rebuilt without loading the model registry. Tables: main, cross, ablation, cost
+(the cost table counts ZegCLIP and LDVC at the paper size on the meta device: a few seconds;
+--no-count skips it).
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <repo>/reports)")
     parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
+    parser.add_argument("--no-count", action="store_true",
+                        help="do not count parameters/GFLOPs for the cost table (its counted cells stay '-')")
+    parser.add_argument("--gpu-benchmark", type=Path, default=None,
+                        help="GPU throughput records for the cost table's FPS (default: <out>/benchmarks_gpu.json)")
     return parser.parse_args(argv)
 
 
@@ -59,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = _read_params(args.params or root / "params.yaml")
         ablation = params.get("ablation") or {}
+        # Stale runs/cross/<target> folders are left out only when params.yaml names the current targets.
+        cross_targets = list(params["cross_dataset"] or {}) if "cross_dataset" in params else None
         if args.from_mlflow:
             uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
             experiment = args.experiment or (params.get("project") or {}).get("mlflow_experiment", "ldvc")
@@ -68,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             inputs = load_runs_dir(runs_dir)
             source = str(runs_dir)
         result = build_reports(inputs.records, out, curves=inputs.curves, figures=not args.no_figures,
-                               ablation_overrides=ablation, notes=inputs.notes)
+                               ablation_overrides=ablation, notes=inputs.notes, cross_targets=cross_targets,
+                               count_models=not args.no_count, gpu_benchmark=args.gpu_benchmark)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -16,7 +16,9 @@ image | ground truth | ZegCLIP | LDVC; when they hold only <id>.png (evaluation'
 image | ground truth | prediction figure), the grid shows the ZegCLIP and LDVC composites side by
 side. Our choices: rows are the ids of the LDVC folder (sorted, at most `max_rows`), the lowest
 seed that has overlays is shown, and a missing file or folder becomes a labelled empty panel plus
-a note instead of an error. Values are means over seeds; error bars are sample stds.
+a note instead of an error. Values are means over seeds; error bars are sample stds. Panel titles
+name the method as the tables do (the evaluated decoder, not the variant name: an imported ZegCLIP
+checkpoint evaluated in the "ldvc" variant is titled ZegCLIP).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from PIL import Image
 
 from ldvc.reports.records import EvalRecord, TrainCurve
 from ldvc.reports.reference import DATASET_TITLES
-from ldvc.reports.tables import MAIN_VARIANTS, aggregate, method_label, variant_label
+from ldvc.reports.tables import MAIN_VARIANTS, aggregate, method_name, row_key, row_label, variant_label
 
 SEEN_COLOR = "#4C72B0"
 UNSEEN_COLOR = "#DD8452"
@@ -56,6 +58,11 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _label(records: Sequence[EvalRecord]) -> str:
+    """The table's row label(s) of these records (the method follows the evaluated decoder)."""
+    return " / ".join(sorted({row_label(row_key(r)) for r in records}))
 
 
 def _main_records(records: Sequence[EvalRecord], dataset: str, setting: str,
@@ -101,7 +108,7 @@ def per_class_figure(records: Sequence[EvalRecord], dataset: str, setting: str, 
     width = min(30.0, max(6.0, 0.28 * n_classes + 2.0))
     fig = Figure(figsize=(width, 2.8 * len(by_variant) + 0.6))
     axes = fig.subplots(len(by_variant), 1, squeeze=False)[:, 0]
-    for ax, (variant, recs) in zip(axes, by_variant.items()):
+    for ax, recs in zip(axes, by_variant.values()):
         classes = per_class_means(recs)
         x = np.arange(len(classes))
         ious = np.array([c[1] for c in classes])  # (C,)
@@ -116,7 +123,7 @@ def per_class_figure(records: Sequence[EvalRecord], dataset: str, setting: str, 
         ax.set_ylim(0, 100)
         ax.set_ylabel("IoU (%)")
         seeds = sorted({r.seed for r in recs})
-        ax.set_title(f"{method_label(variant, exp_name)}, seeds {seeds}", fontsize=9)
+        ax.set_title(f"{_label(recs)}, seeds {seeds}", fontsize=9)
         handles, _ = ax.get_legend_handles_labels()
         handles += [Patch(color=SEEN_COLOR, label="seen class"), Patch(color=UNSEEN_COLOR, label="unseen class")]
         ax.legend(handles=handles, fontsize=7, loc="upper right", ncol=4)
@@ -222,7 +229,7 @@ def _load_rgb(path: Path) -> np.ndarray | None:
 
 
 def _grid_columns(ids: list[str], folders: dict[str, tuple[Path | None, int | None]], where: str,
-                  notes: list[str]) -> list[tuple[str, list[np.ndarray | None]]]:
+                  notes: list[str], names: dict[str, str] | None = None) -> list[tuple[str, list[np.ndarray | None]]]:
     """Columns of the grid. Panel mode (the folders hold <id>_image/_gt/_pred.png): image, ground
     truth, then each variant's prediction. Composite mode (only <id>.png, which evaluation draws as
     image | ground truth | prediction): one column per variant holding its whole composite."""
@@ -240,7 +247,7 @@ def _grid_columns(ids: list[str], folders: dict[str, tuple[Path | None, int | No
         notes.append(f"qualitative grid ({where}): overlays hold no separate <id>_image/_gt/_pred.png panels; "
                      "each variant's composite overlay (image | ground truth | prediction) is shown instead")
     for variant, (folder, seed) in folders.items():  # the variants evaluated in this setting
-        name = MAIN_VARIANTS[variant]
+        name = (names or {}).get(variant, MAIN_VARIANTS.get(variant, variant))
         title = f"{name} (seed {seed})" if folder is not None else f"{name} (no overlays)"
         images = []
         for i in ids:
@@ -264,7 +271,8 @@ def qualitative_figure(records: Sequence[EvalRecord], dataset: str, setting: str
         if folders[variant][0] is None:
             notes.append(f"qualitative grid ({where}): {variant} has no overlays; its column is left empty")
     ids = overlay_ids(folders[ref_variant][0])[:max_rows]  # type: ignore[arg-type]
-    columns = _grid_columns(ids, folders, where, notes)
+    names = {v: " / ".join(sorted({method_name(r) for r in recs})) for v, recs in by_variant.items()}
+    columns = _grid_columns(ids, folders, where, notes, names)
     # Panel width follows the panels' aspect ratio (composites are about 3x wider than tall).
     shapes = [img.shape for _, col in columns for img in col if img is not None]
     aspect = float(np.median([w / h for h, w, _ in shapes])) if shapes else 1.0

@@ -1,12 +1,18 @@
 """One record type for evaluation results, read from the runs/ directory or from an MLflow store.
 
-The pipeline writes every evaluation twice (see the stage contract in the lead's dvc.yaml):
-- on disk: runs/<variant>/seed<seed>/<setting>/metrics.json (+ train_log.csv, overlays/*.png);
-- in MLflow: one child run per stage execution, tagged ldvc.role=stage, ldvc.stage, ldvc.variant,
-  ldvc.seed, ldvc.setting, ldvc.dataset, ldvc.decoder and, for `dvc exp run` / `dvc queue`
-  experiments, dvc.exp_name; metrics in percent, per_class_iou.csv as an artifact.
-Both loaders return `ReportInputs` (EvalRecord + TrainCurve lists) so tables and figures are
-built by one code path whatever the source.
+The pipeline writes every evaluation twice (see the stage contract in dvc.yaml):
+- on disk: runs/<variant>/seed<seed>/<setting>/metrics.json (+ train_log.csv, overlays/*.png),
+  setting inductive | transductive | fully_supervised, and runs/cross/<target>/seed<seed>/
+  metrics.json for the cross-dataset evaluations (setting "cross");
+- in MLflow: one child run per stage execution (evaluate_inductive, evaluate_transductive,
+  evaluate_cross, ablation), tagged ldvc.role=stage, ldvc.stage, ldvc.variant, ldvc.seed,
+  ldvc.setting, ldvc.dataset, ldvc.decoder, ldvc.protocol, ldvc.protocol_conformant,
+  ldvc.protocol_deviations, ldvc.cross_target and, for `dvc exp run` / `dvc queue` experiments,
+  dvc.exp_name; metrics in percent; metrics.json and per_class_iou.csv as artifacts.
+Every metrics.json is self-describing (ldvc.pipeline.annotate_metrics): protocol name and
+conformance, the deviating keys, the evaluated checkpoint's decoder and whether it was imported,
+the vocabulary, calibration, evaluation speed and device. Both loaders return `ReportInputs`
+(EvalRecord + TrainCurve lists) so tables and figures are built by one code path whatever the source.
 
 Choices that are ours:
 - Several MLflow runs for one (experiment name, variant, seed, setting, dataset) -- a stage re-run
@@ -17,8 +23,19 @@ Choices that are ours:
   train/images_per_s (bare names accepted too) of the train_* and ablation runs.
 - Per-class IoU: a "per_class" list in metrics.json, else the per_class_iou.csv beside it (or the
   run's artifact), in either the contract's columns (class, iou, seen) or evaluation's (class,
-  split, iou; an empty iou = class absent). A missing train_images_per_s falls back to the
-  training summary's images_per_s.
+  split, iou; an empty iou = class absent).
+- `images_per_s`: in a metrics.json that records the evaluation (`eval_seconds` present) it is the
+  EVALUATION speed (-> eval_images_per_s); in an older one it was the training summary's speed and
+  fills a missing train_images_per_s. MLflow: `eval/images_per_s` when logged, else the same rule.
+- An MLflow record's metrics are the run's logged metrics, completed by its metrics.json artifact;
+  its identity (decoder, imported, vocabulary, protocol, dataset, device) is read from that
+  artifact when the run logged one, else from tags and params: the
+  ldvc.decoder tag is the stage CONFIG's decoder, while an imported ZegCLIP checkpoint evaluated in
+  the "ldvc" variant is a zegclip model, which only metrics.json says; the ldvc.dataset tag of a
+  cross run is the SOURCE dataset (the target's label is rebuilt from the run's cross_dataset params).
+- Protocol status (`protocol_status`): "conformant", "deviating" or "unknown" (a record without
+  protocol fields). A fully supervised record's `split.unseen` deviation is the definition of the
+  setting (every class seen), not drift: it is left out; its other deviations still count.
 """
 
 from __future__ import annotations
@@ -35,7 +52,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-EVAL_STAGES: tuple[str, ...] = ("evaluate_inductive", "evaluate_transductive", "ablation")
+EVAL_STAGES: tuple[str, ...] = ("evaluate_inductive", "evaluate_transductive", "evaluate_cross", "ablation")
 TRAIN_STAGES: tuple[str, ...] = ("train_inductive", "train_transductive", "ablation")
 SUMMARY_METRICS: tuple[str, ...] = ("pAcc", "mIoU", "mIoU_seen", "mIoU_unseen", "hIoU")
 RECORD_METRICS: tuple[str, ...] = SUMMARY_METRICS + (
@@ -46,7 +63,15 @@ RECORD_METRICS: tuple[str, ...] = SUMMARY_METRICS + (
     "learnable_params",
     "total_params",
     "train_images_per_s",
+    "eval_images_per_s",
+    "eval_seconds",
+    "num_images",
 )
+PROTOCOL_STATUSES: tuple[str, ...] = ("conformant", "deviating", "unknown")
+CROSS_DIR = "cross"  # runs/cross/<target>/seed<s>/: the cross-dataset evaluations
+# A fully supervised run trains on every class by definition: this deviation is the setting itself.
+SETTING_DEVIATIONS: dict[str, tuple[str, ...]] = {"fully_supervised": ("split.unseen",)}
+_DEVIATION_ENTRY = re.compile(r"(?:^|, )([A-Za-z_][\w.*-]*)=")
 CURVE_COLUMNS: tuple[str, ...] = ("loss", "lr", "images_per_s")
 _REQUIRED_KEYS: tuple[str, ...] = ("variant", "seed", "setting", "dataset")
 _SEED_DIR = re.compile(r"^seed(\d+)$")
@@ -71,21 +96,90 @@ class EvalRecord:
 
     variant: str
     seed: int
-    setting: str  # inductive | transductive
-    dataset: str  # synthetic | voc | coco_stuff | coco_json
+    setting: str  # inductive | transductive | fully_supervised | cross
+    dataset: str  # voc | coco_stuff | context59 | synthetic | synthetic_shifted | coco_json (cross: the target's)
     metrics: dict[str, float]  # percent for IoU/accuracy/shares; counts for params; images/s
-    decoder: str = ""
+    decoder: str = ""  # the evaluated checkpoint's decoder (lctd | zegclip)
     per_class: list[ClassIoU] = field(default_factory=list)
     exp_name: str | None = None  # dvc.exp_name; None = the workspace's own pipeline runs
     origin: str = ""  # file path or "mlflow:<run_id>", for error messages
     overlay_dir: Path | None = None
     start_time: float = 0.0  # ms since epoch (MLflow) or file mtime; the newest of duplicates wins
     params: dict[str, str] = field(default_factory=dict)  # flattened run params (MLflow only)
+    protocol: str = ""  # project.protocol (presets/<protocol>.yaml); "" = not recorded
+    protocol_conformant: bool | None = None  # None = not recorded
+    protocol_deviations: dict[str, Any] = field(default_factory=dict)  # {key: {value, protocol}}
+    protocol_deviations_text: str = ""
+    imported: bool = False  # the checkpoint was imported from a released model (ldvc import-zegclip)
+    vocabulary: str = "all"  # all (generalised zero-shot) | unseen
+    calibrated: bool | None = None  # seen-class calibration applied
+    device: str = ""  # where the evaluation ran
+    cross_target: str | None = None  # params.yaml cross_dataset key (setting "cross")
+    source_dataset: str | None = None  # the training dataset of a cross-dataset evaluation
+    checkpoint: str = ""  # the evaluated checkpoint file, as the evaluation named it
+    versions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def group(self) -> tuple[str | None, str]:
         """Rows of the tables are (experiment name, variant) groups; seeds are averaged in a group."""
         return (self.exp_name, self.variant)
+
+    def deviations(self) -> dict[str, str]:
+        """{key: "key=value (protocol: expected)"} of the recorded deviations, minus the one that
+        defines the record's setting (split.unseen of a fully supervised run)."""
+        if self.protocol_deviations:
+            items = {k: f"{k}={_short(v.get('value') if isinstance(v, dict) else v)} (protocol: "
+                        f"{_short(v.get('protocol') if isinstance(v, dict) else '?')})"
+                     for k, v in sorted(self.protocol_deviations.items())}
+        else:
+            items = parse_deviations_text(self.protocol_deviations_text)
+        allowed = SETTING_DEVIATIONS.get(self.setting, ())
+        return {k: v for k, v in items.items() if k not in allowed}
+
+    @property
+    def exempt_deviations(self) -> list[str]:
+        """The recorded deviations that define the setting (listed, not marked)."""
+        allowed = SETTING_DEVIATIONS.get(self.setting, ())
+        keys = set(self.protocol_deviations) or set(parse_deviations_text(self.protocol_deviations_text))
+        return sorted(k for k in keys if k in allowed)
+
+    @property
+    def protocol_status(self) -> str:
+        """conformant | deviating | unknown (see the module docstring)."""
+        if self.deviations():
+            return "deviating"
+        if self.protocol_conformant is None:
+            return "conformant" if self.protocol and self.exempt_deviations else "unknown"
+        if self.protocol_conformant:
+            return "conformant"
+        # Recorded as not conformant: conformant only if every listed deviation is exempt.
+        return "conformant" if self.exempt_deviations else "deviating"
+
+    @property
+    def deviations_text(self) -> str:
+        """The deviations as one line (what a footnote prints)."""
+        devs = self.deviations()
+        if devs:
+            return ", ".join(devs.values())
+        return "not listed (the record says it is not conformant)" if self.protocol_status == "deviating" else ""
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_deviations_text(text: str) -> dict[str, str]:
+    """'a.b=1 (protocol: 2), c=[1, 2] (protocol: [])' -> {"a.b": "a.b=1 (protocol: 2)", "c": ...}
+    (ldvc.protocol.describe's format; the MLflow tag carries only this text)."""
+    text = (text or "").strip()
+    starts = [m for m in _DEVIATION_ENTRY.finditer(text)]
+    out: dict[str, str] = {}
+    for i, m in enumerate(starts):
+        begin = m.start(1)
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
+        out[m.group(1)] = text[begin:end].strip()
+    return out
 
 
 @dataclass
@@ -160,10 +254,54 @@ def read_per_class_csv(path: Path) -> list[ClassIoU]:
 
 def _record_metrics(data: dict[str, Any], where: str) -> dict[str, float]:
     metrics = {k: _float(data[k], where, k) for k in RECORD_METRICS if k in data}
-    # The training summary calls the throughput images_per_s; the contract name is train_images_per_s.
-    if "train_images_per_s" not in metrics and "images_per_s" in data:
+    if "eval_images_per_s" not in metrics:
+        if "eval/images_per_s" in data:  # MLflow: the evaluation's own logged speed
+            metrics["eval_images_per_s"] = _float(data["eval/images_per_s"], where, "eval/images_per_s")
+        elif "images_per_s" in data and "eval_seconds" in data:  # metrics.json of the evaluation
+            metrics["eval_images_per_s"] = _float(data["images_per_s"], where, "images_per_s")
+    # An older metrics.json: images_per_s was the training summary's throughput.
+    if "train_images_per_s" not in metrics and "images_per_s" in data and "eval_seconds" not in data:
         metrics["train_images_per_s"] = _float(data["images_per_s"], where, "images_per_s")
     return metrics
+
+
+def _bool(value: Any, where: str, key: str) -> bool | None:
+    """JSON booleans, or the strings MLflow tags carry ("true"/"false"); None = not recorded."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise ReportError(f"{where}: '{key}' must be true or false, got {value!r}")
+
+
+def _identity(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """The self-describing fields of a metrics.json (ldvc.pipeline.annotate_metrics) as
+    EvalRecord keyword arguments; absent fields are left out (the caller's defaults apply)."""
+    out: dict[str, Any] = {}
+    for key in ("decoder", "protocol", "protocol_deviations_text", "device", "checkpoint", "vocabulary"):
+        if data.get(key) not in (None, ""):
+            out[key] = str(data[key])
+    for key in ("cross_target", "source_dataset"):
+        if data.get(key) not in (None, ""):
+            out[key] = str(data[key])
+    for key in ("protocol_conformant", "imported", "calibrated"):
+        if key in data:
+            value = _bool(data[key], where, key)
+            if value is not None:
+                out[key] = value
+    devs = data.get("protocol_deviations")
+    if devs is not None:
+        if not isinstance(devs, dict) or not all(isinstance(v, dict) for v in devs.values()):
+            raise ReportError(f"{where}: 'protocol_deviations' must map each key to {{value, protocol}}, got "
+                              f"{devs!r}; re-run the evaluation that wrote it")
+        out["protocol_deviations"] = dict(devs)
+    if isinstance(data.get("versions"), dict):
+        out["versions"] = dict(data["versions"])
+    if out.get("vocabulary", "all") not in ("all", "unseen"):
+        raise ReportError(f"{where}: 'vocabulary' must be all or unseen, got {out['vocabulary']!r}")
+    return out
 
 
 def read_metrics_json(path: Path) -> EvalRecord:
@@ -176,7 +314,11 @@ def read_metrics_json(path: Path) -> EvalRecord:
         raise ReportError(f"{path}: expected a JSON object of metrics, got {type(data).__name__}")
     # The directory layout names variant/seed/setting too: use it when the JSON lacks them.
     parts = Path(path).parts
-    if len(parts) >= 4 and _SEED_DIR.match(parts[-3]):
+    if len(parts) >= 4 and parts[-4] == CROSS_DIR and _SEED_DIR.match(parts[-2]):  # runs/cross/<target>/seed<s>/
+        data.setdefault("seed", int(_SEED_DIR.match(parts[-2]).group(1)))  # type: ignore[union-attr]
+        data.setdefault("setting", "cross")
+        data.setdefault("cross_target", parts[-3])
+    elif len(parts) >= 4 and _SEED_DIR.match(parts[-3]):
         data.setdefault("variant", parts[-4])
         data.setdefault("seed", int(_SEED_DIR.match(parts[-3]).group(1)))  # type: ignore[union-attr]
         data.setdefault("setting", parts[-2])
@@ -200,11 +342,11 @@ def read_metrics_json(path: Path) -> EvalRecord:
         setting=str(data["setting"]),
         dataset=str(data["dataset"]),
         metrics=metrics,
-        decoder=str(data.get("decoder", "")),
         per_class=per_class,
         origin=where,
         overlay_dir=overlays if overlays.is_dir() else None,
         start_time=Path(path).stat().st_mtime * 1000.0,
+        **_identity(data, where),
     )
 
 
@@ -227,8 +369,15 @@ def read_train_log(path: Path) -> list[dict[str, float]]:
 def _run_dirs(runs_dir: Path, filename: str) -> Iterator[tuple[Path, str, int, str]]:
     for path in sorted(runs_dir.glob(f"*/seed*/*/{filename}")):
         m = _SEED_DIR.match(path.parts[-3])
-        if m:
+        if m and path.parts[-4] != CROSS_DIR:  # runs/cross/ holds targets, not variants
             yield path, path.parts[-4], int(m.group(1)), path.parts[-2]
+
+
+def _cross_dirs(runs_dir: Path, filename: str) -> Iterator[Path]:
+    """runs/cross/<target>/seed<s>/<filename>."""
+    for path in sorted((runs_dir / CROSS_DIR).glob(f"*/seed*/{filename}")):
+        if _SEED_DIR.match(path.parts[-2]):
+            yield path
 
 
 def curves_beside(records: Iterable[EvalRecord]) -> list[TrainCurve]:
@@ -248,14 +397,20 @@ def records_from_runs(runs_dir: str | Path = "runs") -> list[EvalRecord]:
 
 
 def load_runs_dir(runs_dir: str | Path = "runs") -> ReportInputs:
-    """Every metrics.json and train_log.csv under runs/<variant>/seed<seed>/<setting>/."""
+    """Every metrics.json and train_log.csv under runs/<variant>/seed<seed>/<setting>/, and the
+    cross-dataset metrics.json under runs/cross/<target>/seed<seed>/."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise ReportError(
             f"{runs_dir}: no runs directory; run the pipeline first (dvc repro) or build from MLflow "
             "with --from-mlflow"
         )
+    clash = sorted((runs_dir / CROSS_DIR).glob("seed*/*/metrics.json"))
+    if clash:  # runs/cross/seed<s>/<setting>/: a variant named "cross" would be read as a cross target
+        raise ReportError(f"{clash[0]}: an ablation variant named {CROSS_DIR!r} collides with runs/{CROSS_DIR}/ (the "
+                          "cross-dataset evaluations); rename the variant in params.yaml and re-run it")
     records = [read_metrics_json(p) for p, *_ in _run_dirs(runs_dir, "metrics.json")]
+    records += [read_metrics_json(p) for p in _cross_dirs(runs_dir, "metrics.json")]
     curves = [
         TrainCurve(variant, seed, setting, read_train_log(p), origin=str(p),
                    start_time=p.stat().st_mtime * 1000.0)
@@ -374,29 +529,78 @@ def load_mlflow(
             continue
         per_class: list[ClassIoU] = []
         overlay_dir: Path | None = None
+        artifact: dict[str, Any] = {}
+        where = f"MLflow run {run_id} (stage {stage})"
         if download_artifacts:
             dst = Path(tmp.name) / run_id
             csv_path = _try_download(client, run_id, "per_class_iou.csv", dst)
             if csv_path is not None:
                 per_class = read_per_class_csv(csv_path)
             overlay_dir = _try_download(client, run_id, "overlays", dst)
+            json_path = _try_download(client, run_id, "metrics.json", dst)
+            if json_path is not None:
+                try:
+                    artifact = json.loads(json_path.read_text())
+                except json.JSONDecodeError as err:
+                    notes.append(f"{where}: its metrics.json artifact is not valid JSON ({err}); tags used instead")
+                if not isinstance(artifact, dict):
+                    artifact = {}
+        cross_target = artifact.get("cross_target") or tags.get("ldvc.cross_target") or None
         if overlay_dir is None and runs_dir is not None and exp_name is None:
-            disk = Path(runs_dir) / variant / f"seed{seed}" / setting / "overlays"
+            disk = (Path(runs_dir) / CROSS_DIR / str(cross_target) / f"seed{seed}" / "overlays" if setting == "cross"
+                    else Path(runs_dir) / variant / f"seed{seed}" / setting / "overlays")
             overlay_dir = disk if disk.is_dir() else None
+        params = dict(run.data.params)
+        for key, value in _record_metrics(artifact, f"{where} metrics.json artifact").items():
+            metrics.setdefault(key, value)  # the run's logged metrics first; the file fills what it did not log
+        fields = _identity(_mlflow_fields(tags, params, setting, cross_target), where)
+        fields.update(_identity(artifact, f"{where} metrics.json artifact"))  # the file wins over tags
         records.append(EvalRecord(
-            variant=variant, seed=seed, setting=setting, dataset=tags.get("ldvc.dataset", "unknown"),
-            metrics=metrics, decoder=tags.get("ldvc.decoder", ""), per_class=per_class,
-            exp_name=exp_name, origin=f"mlflow:{run_id}", overlay_dir=overlay_dir,
-            start_time=float(run.info.start_time or 0), params=dict(run.data.params),
+            variant=variant, seed=seed, setting=setting,
+            dataset=str(artifact.get("dataset") or _mlflow_dataset(tags, params, setting, cross_target)),
+            metrics=metrics, per_class=per_class, exp_name=exp_name, origin=f"mlflow:{run_id}",
+            overlay_dir=overlay_dir, start_time=float(run.info.start_time or 0), params=params, **fields,
         ))
     return ReportInputs(_latest(records, notes), _latest_curves(curves), notes, tmp)
 
 
+def _mlflow_fields(tags: dict[str, str], params: dict[str, str], setting: str,
+                   cross_target: str | None) -> dict[str, Any]:
+    """A metrics.json-like dict from an MLflow run's tags and params (when it logged no metrics.json)."""
+    out: dict[str, Any] = {
+        "decoder": tags.get("ldvc.decoder"),
+        "protocol": tags.get("ldvc.protocol"),
+        "protocol_conformant": tags.get("ldvc.protocol_conformant"),
+        "protocol_deviations_text": tags.get("ldvc.protocol_deviations"),
+        "imported": tags.get("ldvc.imported"),
+        "device": tags.get("ldvc.device"),
+        "vocabulary": params.get("eval.vocabulary"),
+    }
+    if setting == "cross":
+        out["cross_target"] = cross_target
+        out["source_dataset"] = tags.get("ldvc.dataset")
+        out["vocabulary"] = "all"  # evaluate_cross always evaluates every target class
+    return out
+
+
+def _mlflow_dataset(tags: dict[str, str], params: dict[str, str], setting: str, cross_target: str | None) -> str:
+    """The dataset label of an MLflow run without a metrics.json artifact (ldvc.pipeline.dataset_label):
+    the ldvc.dataset tag, or for a cross run its target's data overlay (cross_dataset.<target>.*)."""
+    if setting == "cross" and cross_target:
+        prefix = f"cross_dataset.{cross_target}."
+        dataset = params.get(prefix + "dataset") or params.get("data.dataset") or tags.get("ldvc.dataset", "unknown")
+        world = params.get(prefix + "synthetic.world") or params.get("data.synthetic.world") or "default"
+        return f"synthetic_{world}" if dataset == "synthetic" and world != "default" else dataset
+    dataset = tags.get("ldvc.dataset", "unknown")
+    world = params.get("data.synthetic.world", "default")
+    return f"synthetic_{world}" if dataset == "synthetic" and world != "default" else dataset
+
+
 def _latest(records: list[EvalRecord], notes: list[str]) -> list[EvalRecord]:
-    """Keep the newest record per (experiment, variant, seed, setting, dataset)."""
+    """Keep the newest record per (experiment, variant, seed, setting, dataset, cross target)."""
     best: dict[tuple[Any, ...], EvalRecord] = {}
     for r in sorted(records, key=lambda r: r.start_time):
-        key = (r.exp_name, r.variant, r.seed, r.setting, r.dataset)
+        key = (r.exp_name, r.variant, r.seed, r.setting, r.dataset, r.cross_target)
         if key in best:
             notes.append(f"{best[key].origin} superseded by the newer {r.origin} ({r.variant}, seed {r.seed}, "
                          f"{r.setting})")

@@ -1,34 +1,61 @@
-"""Published reference numbers for the main table, each tagged with where it came from.
+"""Published reference numbers for the report tables, each tagged with where it came from.
 
-Source: /work/shared/reference/protocol.md, "Reference numbers" and "What LDVC claims". The
-numbers are percentages with one decimal, as printed by the papers. Every number carries a
-source tag so a reader can tell a published number from one we derived or reproduced:
+Sources: /work/shared/reference/protocol.md ("Reference numbers", "What LDVC claims") and the
+public READMEs named in the notes (read at the commits given there). Numbers are percentages
+(or M parameters, GFLOPs, FPS) with one decimal, as printed. Every number carries a source tag so
+a reader can tell a published number from one we derived, counted or reproduced:
 
 - ``paper``: printed in the method's own paper (the older baselines' hIoU values are the ones the
   ZegCLIP paper reports for them);
-- ``derived``: not printed anywhere, computed by us from a stated claim (LDVC's unseen mIoU =
+- ``derived``: not printed anywhere, computed by us; the row's note says how (LDVC's unseen mIoU =
   ZegCLIP's + the "+4.5 VOC / +3.6 COCO-Stuff" gains of the LDVC abstract, assuming the gain is
-  over ZegCLIP; our assumption);
-- ``README``: read from a public repository's README (none of protocol.md's numbers is; kept so a
-  number added later can say so);
-- ``reproduced``: measured by this pipeline (only rows built from records, never here).
+  over ZegCLIP; Cascade-CLIP's PASCAL Context-59 hIoU = 2SU/(S+U) of its README's S and U);
+- ``README``: read from a public repository's README (file, line and commit in the notes);
+- ``counted``: counted by this pipeline from a model definition (cost table only, never here);
+- ``benchmark``: measured by this pipeline's GPU benchmark (cost table only, never here);
+- ``reproduced``: measured by this pipeline (rows built from records only, never here).
 
-Our choice: LDVC's transductive claim ("about the same as prior art") is a sentence, not a number,
-so it becomes a table note rather than a row of guessed values.
+Our choices:
+- LDVC's transductive claim ("about the same as prior art") is a sentence, not a number, so it
+  becomes a table note rather than a row of guessed values.
+- A README number is added where the paper's number is not in protocol.md (pAcc of ZegCLIP /
+  CLIP-RC, Cascade-CLIP on Context-59, the fully supervised rows, ZegCLIP's efficiency); where a
+  README and the paper disagree (ZegCLIP COCO-Stuff inductive mIoU(U): paper 41.4, README 41.1)
+  the paper's number is kept and the disagreement is a note.
+- No cross-dataset reference row: ZegCLIP's README gives the commands (COCO-Stuff -> VOC /
+  Context) but no numbers, and we found no citable source for them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SOURCES: tuple[str, ...] = ("paper", "derived", "README", "reproduced")
-# One-letter cell markers; the legend is printed under every table.
-SOURCE_MARKERS: dict[str, str] = {"paper": "P", "derived": "D", "README": "M", "reproduced": "R"}
+SOURCES: tuple[str, ...] = ("paper", "derived", "README", "counted", "benchmark", "reproduced")
+# One-letter cell markers; the legend of the markers a table uses is printed under it. The
+# reproduced marker has two variants for the record's protocol status (ldvc/protocol.py).
+SOURCE_MARKERS: dict[str, str] = {
+    "paper": "P",
+    "derived": "D",
+    "README": "M",
+    "counted": "C",
+    "benchmark": "B",
+    "reproduced": "R",
+    "reproduced_deviating": "R*",
+    "reproduced_unknown": "R?",
+}
 SOURCE_LEGEND: dict[str, str] = {
     "paper": "published in the method's paper",
-    "derived": "derived by us from the LDVC abstract's stated gains over ZegCLIP (not printed)",
-    "README": "read from the method's public README",
-    "reproduced": "reproduced by this pipeline",
+    "derived": "derived by us, not printed anywhere (how: see the notes)",
+    "README": "read from the method's public README (file, line and commit in the notes)",
+    "counted": "counted by this pipeline from the model definition (ldvc/model/flops.py, param_count.py; "
+               "no weights needed)",
+    "benchmark": "measured by this pipeline's GPU benchmark (benchmarks/throughput.py, random weights: speed does "
+                 "not depend on them)",
+    "reproduced": "reproduced by this pipeline, conformant to the row's protocol (presets/<protocol>.yaml)",
+    "reproduced_deviating": "reproduced by this pipeline with deviations from the row's protocol, listed in the "
+                            "notes: not comparable with published numbers as is",
+    "reproduced_unknown": "reproduced by this pipeline, protocol conformance not recorded (a record written before "
+                          "ldvc recorded it): re-run its evaluation",
 }
 
 # Table columns, in the paper's order; keys are the metric names our evaluation logs.
@@ -38,20 +65,36 @@ METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
     ("mIoU_unseen", "mIoU(U)"),
     ("hIoU", "hIoU"),
 )
-SETTINGS: tuple[str, ...] = ("inductive", "transductive")
-# Dataset keys (ldvc.dataset tag / data.dataset) -> column-group titles; reference datasets first.
+# Cross-dataset evaluations: every target class is "seen", so only these two mean something.
+CROSS_METRIC_COLUMNS: tuple[tuple[str, str], ...] = (("pAcc", "pAcc"), ("mIoU", "mIoU"))
+ZERO_SHOT_SETTINGS: tuple[str, ...] = ("inductive", "transductive")
+SETTINGS: tuple[str, ...] = ZERO_SHOT_SETTINGS + ("fully_supervised",)  # the main table's blocks
+SETTING_TITLES: dict[str, str] = {
+    "inductive": "inductive",
+    "transductive": "transductive",
+    "fully_supervised": "fully supervised (upper bound, not zero-shot)",
+}
+# Dataset labels (metrics.json "dataset" / ldvc.pipeline.dataset_label) -> column-group titles;
+# reference datasets first.
 DATASET_TITLES: dict[str, str] = {
     "voc": "PASCAL VOC 2012",
     "coco_stuff": "COCO-Stuff 164k",
+    "context59": "PASCAL Context-59",
     "synthetic": "Synthetic (ours)",
+    "synthetic_shifted": "Synthetic, shifted world (ours)",
     "coco_json": "COCO-JSON (user data)",
 }
-REFERENCE_DATASETS: tuple[str, ...] = ("voc", "coco_stuff")
+REFERENCE_DATASETS: tuple[str, ...] = ("voc", "coco_stuff", "context59")
+
+# Where the README numbers were read (repository, commit).
+ZEGCLIP_README = "ZiqinZhou66/ZegCLIP README.md (commit 9ba4bb5, 2023-05-11)"
+CLIP_RC_README = "uyzhang/CLIP-RC README.md (commit 68927c1, 2024-07-10)"
+CASCADE_README = "HVision-NKU/Cascade-CLIP README.md (commit dadf40d, 2024-08-15)"
 
 
 @dataclass(frozen=True)
 class RefValue:
-    """One published (or derived) percentage and its source tag."""
+    """One published (or derived) number and its source tag."""
 
     value: float
     source: str = "paper"
@@ -71,12 +114,26 @@ class ReferenceRow:
     note: str = ""
 
 
-def _p(s: float, u: float, h: float, pacc: float | None = None) -> dict[str, RefValue]:
-    """mIoU(S) / mIoU(U) / hIoU (and pAcc when printed) as published in the method's paper."""
+def _p(s: float, u: float, h: float, pacc: float | None = None, pacc_source: str = "paper") -> dict[str, RefValue]:
+    """mIoU(S) / mIoU(U) / hIoU as published in the method's paper (pAcc with its own source)."""
     out = {"mIoU_seen": RefValue(s), "mIoU_unseen": RefValue(u), "hIoU": RefValue(h)}
     if pacc is not None:
-        out["pAcc"] = RefValue(pacc)
+        out["pAcc"] = RefValue(pacc, pacc_source)
     return out
+
+
+def _m(pacc: float | None, s: float, u: float, h: float | None = None) -> dict[str, RefValue]:
+    """A README row: pAcc / mIoU(S) / mIoU(U) / hIoU; a missing hIoU is derived as 2SU/(S+U)."""
+    out = {"mIoU_seen": RefValue(s, "README"), "mIoU_unseen": RefValue(u, "README")}
+    out["hIoU"] = RefValue(h, "README") if h is not None else RefValue(round(harmonic_mean(s, u), 1), "derived")
+    if pacc is not None:
+        out["pAcc"] = RefValue(pacc, "README")
+    return out
+
+
+def harmonic_mean(s: float, u: float) -> float:
+    """hIoU = 2SU/(S+U), as the ZS3 papers compute it."""
+    return 2 * s * u / (s + u) if s + u else 0.0
 
 
 def _h(voc: float, coco: float) -> dict[str, dict[str, RefValue]]:
@@ -95,11 +152,20 @@ REFERENCE_ROWS: tuple[ReferenceRow, ...] = (
     ReferenceRow("ZegFormer", "inductive", _h(73.3, 34.8), _OLDER),
     ReferenceRow("zsseg", "inductive", _h(77.5, 37.8), _OLDER),
     ReferenceRow(
-        "ZegCLIP", "inductive", {"voc": _p(91.9, 77.8, 84.3, 94.6), "coco_stuff": _p(40.2, 41.4, 40.8, 62.0)}
+        "ZegCLIP", "inductive", {"voc": _p(91.9, 77.8, 84.3, 94.6), "coco_stuff": _p(40.2, 41.4, 40.8, 62.0)},
+        f"inductive: the paper's numbers; {ZEGCLIP_README} line 49 prints COCO-Stuff mIoU(U) 41.1 (the paper "
+        "41.4, kept here)",
     ),
-    ReferenceRow("CLIP-RC", "inductive", {"voc": _p(92.8, 84.4, 88.4), "coco_stuff": _p(40.9, 41.6, 41.2)}),
     ReferenceRow(
-        "Cascade-CLIP", "inductive", {"voc": _p(92.5, 83.0, 87.5), "coco_stuff": _p(41.2, 43.4, 42.3)}
+        "CLIP-RC", "inductive",
+        {"voc": _p(92.8, 84.4, 88.4, 95.8, "README"), "coco_stuff": _p(40.9, 41.6, 41.2, 63.1, "README")},
+        f"inductive pAcc from {CLIP_RC_README} lines 35 (VOC) and 38 (COCO-Stuff)",
+    ),
+    ReferenceRow(
+        "Cascade-CLIP", "inductive",
+        {"voc": _p(92.5, 83.0, 87.5), "coco_stuff": _p(41.2, 43.4, 42.3), "context59": _m(None, 55.9, 47.2)},
+        f"inductive PASCAL Context-59 mIoU(S) / mIoU(U) from {CASCADE_README} line 59 (mean of several runs, "
+        "± 0.5 / ± 1.0); hIoU derived by us as 2SU/(S+U)",
     ),
     ReferenceRow(
         "LDVC",
@@ -112,10 +178,32 @@ REFERENCE_ROWS: tuple[ReferenceRow, ...] = (
         "over ZegCLIP",
     ),
     # ---- transductive ----------------------------------------------------------------------
-    ReferenceRow("ZegCLIP", "transductive", {"voc": _p(92.3, 89.9, 91.1), "coco_stuff": _p(40.7, 59.9, 48.5)}),
-    ReferenceRow("CLIP-RC", "transductive", {"voc": _p(93.9, 92.2, 93.0), "coco_stuff": _p(42.0, 60.8, 49.7)}),
     ReferenceRow(
-        "Cascade-CLIP", "transductive", {"voc": _p(93.6, 93.2, 93.4), "coco_stuff": _p(41.7, 62.5, 50.0)}
+        "ZegCLIP", "transductive",
+        {"voc": _p(92.3, 89.9, 91.1, 96.2, "README"), "coco_stuff": _p(40.7, 59.9, 48.5, 69.2, "README")},
+        f"transductive pAcc from {ZEGCLIP_README} lines 47 (VOC) and 50 (COCO-Stuff)",
+    ),
+    ReferenceRow(
+        "CLIP-RC", "transductive",
+        {"voc": _p(93.9, 92.2, 93.0, 97.0, "README"), "coco_stuff": _p(42.0, 60.8, 49.7, 69.9, "README")},
+        f"transductive pAcc from {CLIP_RC_README} lines 36 (VOC) and 39 (COCO-Stuff)",
+    ),
+    ReferenceRow(
+        "Cascade-CLIP", "transductive",
+        {"voc": _p(93.6, 93.2, 93.4), "coco_stuff": _p(41.7, 62.5, 50.0), "context59": _m(None, 56.4, 55.0)},
+        f"transductive PASCAL Context-59 mIoU(S) / mIoU(U) from {CASCADE_README} line 60 (mean of several "
+        "runs, ± 0.5 / ± 1.0); hIoU derived by us as 2SU/(S+U)",
+    ),
+    # ---- fully supervised (every class seen in training; the zero-shot partition for S/U) ----
+    ReferenceRow(
+        "ZegCLIP", "fully_supervised",
+        {"voc": _m(96.3, 92.4, 90.9, 91.6), "coco_stuff": _m(69.9, 40.7, 63.2, 49.6)},
+        f"fully supervised: {ZEGCLIP_README} lines 48 (VOC) and 51 (COCO-Stuff), mean of several runs",
+    ),
+    ReferenceRow(
+        "CLIP-RC", "fully_supervised",
+        {"voc": _m(97.1, 94.1, 93.4, 93.7), "coco_stuff": _m(70.8, 42.9, 64.1, 51.4)},
+        f"fully supervised: {CLIP_RC_README} lines 37 (VOC) and 40 (COCO-Stuff)",
     ),
 )
 
@@ -124,6 +212,11 @@ REFERENCE_NOTES: tuple[str, ...] = (
     "LDVC transductive: the paper states results 'about the same as prior art' without a number we "
     "could cite, so no LDVC reference row is listed there.",
 )
+CROSS_REFERENCE_NOTE = (
+    "No reference row: ZegCLIP's published cross-dataset numbers (COCO-Stuff -> PASCAL VOC / PASCAL Context, "
+    "configs/cross_dataset/coco-to-{voc,context}.py) could not be found in a citable source (its README gives "
+    "the commands only), so none is listed."
+)
 
 
 def reference_rows(setting: str) -> list[ReferenceRow]:
@@ -131,3 +224,34 @@ def reference_rows(setting: str) -> list[ReferenceRow]:
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; use one of {SETTINGS}")
     return [r for r in REFERENCE_ROWS if r.setting == setting]
+
+
+# --------------------------------------------------------------------------------------------
+# Efficiency (cost table)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostReference:
+    """A method's published efficiency on one dataset: learnable params (M), GFLOPs, FPS."""
+
+    method: str
+    dataset: str
+    learnable_params_m: RefValue
+    gflops: RefValue
+    fps: RefValue
+    hardware: str
+
+
+COST_REFERENCES: tuple[CostReference, ...] = (
+    CostReference("ZegCLIP", "voc", RefValue(13.8, "README"), RefValue(110.4, "README"), RefValue(9.0, "README"),
+                  "1x GTX 1080 Ti"),
+    CostReference("ZegCLIP", "coco_stuff", RefValue(14.6, "README"), RefValue(123.9, "README"),
+                  RefValue(6.7, "README"), "1x GTX 1080 Ti"),
+)
+COST_REFERENCE_NOTE = (
+    f"ZegCLIP efficiency from {ZEGCLIP_README} lines 56-61: one GTX 1080 Ti, #Params = learnable parameters; "
+    "its GFLOPs come from its get_flops.py, which uses fvcore's FlopCountAnalysis (ONE multiply-add = one "
+    "FLOP) on one 512x512 image through the image encoder and the decode head (class text embeddings "
+    "precomputed, no text encoder)"
+)
