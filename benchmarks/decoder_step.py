@@ -18,8 +18,10 @@ Sizes:
 Our choices: the loss is taken on the token-grid logits (out_size=None), not on logits upsampled to
 the input size: the upsampling and the per-pixel loss are identical for both decoders and would
 only dilute the comparison. GFLOP per step (forward + backward) comes from
-torch.utils.flop_counter.FlopCounterMode in the first (untimed, warm-up) call; peak memory
-(benchmarks/common.py) in the second, a steady-state step with AdamW's state already allocated.
+ldvc.model.flops.count_flops on the meta device (attention included: torch's counter alone records
+0 for the CPU's fused attention kernel and for nn.MultiheadAttention's fast path; element-wise
+work, the loss terms and AdamW are not counted). The first call is an untimed warm-up that creates
+AdamW's state; peak memory (benchmarks/common.py) is taken in the second, a steady-state step.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from benchmarks.common import (
@@ -45,8 +46,9 @@ from benchmarks.common import (
     time_side_by_side,
 )
 from ldvc.config import Config, DecoderConfig, LossConfig, TrainConfig, load_config
+from ldvc.model.build import DECODERS  # the full registry (ldvc/model/decoders.py)
 from ldvc.model.clip_loader import model_config, patch_size
-from ldvc.model.decoders import DECODERS
+from ldvc.model.flops import count_flops
 from ldvc.model.losses import segmentation_loss
 from ldvc.train.optim import build_optimizer
 
@@ -110,8 +112,10 @@ def check_size(size: DecoderSize) -> None:
         raise ValueError(f"{size.name}: route_topk {d.route_topk} is outside 1..{d.route_regions**2}")
 
 
-def make_step(size: DecoderSize, contender: str, device: torch.device, seed: int) -> tuple[Callable[[], Any], Any]:
-    """A closure running one training step of `contender` on fixed random inputs; and the model."""
+def make_step(size: DecoderSize, contender: str, device: torch.device,
+              seed: int) -> tuple[Callable[[], Any], Any, int]:
+    """A closure running one training step of `contender` on fixed random inputs; the model; and the
+    step's FLOPs (forward + backward, counted on meta: the loss's backward costs no matmul)."""
     torch.manual_seed(seed)
     cfg = contender_config(size, contender)
     model = DECODERS[cfg.type](size.embed_dim, cfg).to(device).train()
@@ -132,24 +136,24 @@ def make_step(size: DecoderSize, contender: str, device: torch.device, seed: int
         optimizer.step()
         return float(loss.detach())
 
-    return step, model
+    # In the segmentor the decoder's inputs carry gradients (the prompts are trained): count that too.
+    inputs = [t.detach().requires_grad_() for t in (patches, global_emb, text)]
+    flops = count_flops(model, *inputs, backward=True)
+    return step, model, flops
 
 
 def bench_size(size: DecoderSize, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     check_size(size)
     steps: dict[str, Callable[[], Any]] = {}
     params: dict[str, int] = {}
-    for name in CONTENDERS:
-        steps[name], model = make_step(size, name, device, seed=args.seed)
-        params[name] = sum(p.numel() for p in model.parameters())
     gflop: dict[str, float] = {}
+    for name in CONTENDERS:
+        steps[name], model, flops = make_step(size, name, device, seed=args.seed)
+        params[name] = sum(p.numel() for p in model.parameters())
+        gflop[name] = flops / 1e9
     peaks: dict[str, float] = {}
-    for name, step in tqdm(steps.items(), desc=f"{size.name}: flops+memory", leave=False, disable=args.no_progress):
-        # First call (warm-up, and it creates AdamW's state): FLOPs. Second call: the peak memory
-        # of a steady-state step.
-        with FlopCounterMode(display=False) as counter:
-            step()
-        gflop[name] = counter.get_total_flops() / 1e9
+    for name, step in tqdm(steps.items(), desc=f"{size.name}: memory", leave=False, disable=args.no_progress):
+        step()  # warm-up: creates AdamW's state, so the profiled step is a steady-state one
         peaks[name] = peak_memory_mb(step, device)
     timings = time_side_by_side(steps, device, warmup=args.warmup, repeats=args.repeats, time_cap_s=args.time_cap)
     d = size.decoder

@@ -1,12 +1,16 @@
 """Route attention efficiency (protocol.md, "Route attention"): this project's exact block-wise
-route attention vs dense attention vs a straightforward BiFormer-style gather implementation,
-forward + backward, time and peak memory.
+route attention vs dense attention vs a straightforward BiFormer-style gather implementation
+(and, on CUDA, the FlexAttention backend), forward + backward, time and peak memory.
 
     python -m benchmarks.route_attention --json            # full sweep (grids 32/64/96, ...)
     python -m benchmarks.route_attention --json --quick    # grids 32/64, regions 8, fewer rounds
 
 One JSON object per (grid, regions, topk). Contenders, all on q/k/v of shape (B, heads, H*W, d):
-- route:  `ldvc.model.route_attention.route_attention` (at topk = regions^2 it IS dense SDPA);
+- route:  `ldvc.model.route_attention.route_attention` with backend "blocks" (the exact block
+          kernel; at topk = regions^2 it IS dense SDPA);
+- flex:   the same with backend "flex" (compiled FlexAttention with the routing's BlockMask), on
+          CUDA only (no flex backward on the CPU); `max_abs_diff_flex_vs_route` /
+          `max_abs_grad_diff_flex_vs_route` compare it with route at the measured topk;
 - dense:  `F.scaled_dot_product_attention` (measured once per grid: it does not depend on the
           routing, and it runs in the same round-robin as every routed contender of that grid);
 - gather: `gather_route_attention` below, written for this benchmark as the baseline: the
@@ -19,9 +23,11 @@ routed (bypassing route_attention's dense shortcut) against SDPA, forward, on th
 `max_abs_diff_route_vs_gather` / `max_abs_grad_diff_route_vs_gather` compare outputs and q/k/v
 gradients of route and gather at the measured topk (same routing by construction).
 Timing: per grid, every contender of every (regions, topk) runs in ONE round-robin
-(benchmarks/common.py); the first call of each is the profiled one (peak memory, FLOPs) and is
-also its warm-up; then up to --repeats rounds, no new round after --time-cap seconds per grid
-(the per-configuration cap: large grids get fewer rounds, at least one).
+(benchmarks/common.py); the first call of each is the profiled one (peak memory) and is also its
+warm-up; then up to --repeats rounds, no new round after --time-cap seconds per grid (the
+per-configuration cap: large grids get fewer rounds, at least one).
+FLOPs (forward + backward): ldvc.model.flops.count_flops on meta copies of the inputs (math SDPA
+backend, so dense attention is counted; torch's counter alone records 0 for the CPU's fused kernel).
 Our choices: batch 1, float32, one intra-op thread on the CPU by default (a shared machine),
 and a guard that skips a gather configuration whose estimated memory exceeds --max-gather-mb.
 """
@@ -34,7 +40,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from benchmarks.common import (
@@ -48,7 +53,8 @@ from benchmarks.common import (
     setup_threads,
     time_side_by_side,
 )
-from ldvc.model.route_attention import route_attention, routed_block_attention, to_region_major
+from ldvc.model.flops import count_flops
+from ldvc.model.route_attention import flex_available, route_attention, routed_block_attention, to_region_major
 
 FULL_GRIDS = (32, 64, 96)
 FULL_REGIONS = (8, 4)
@@ -170,48 +176,50 @@ def max_diff(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> tuple[
     return out, grad
 
 
+AttnFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def attention_gflop(attn: AttnFn, x: Inputs) -> float:
+    """Forward + backward GFLOP of `attn` on meta copies of x's q/k/v (no compute, attention counted)."""
+    return count_flops(attn, x.q, x.k, x.v, backward=True) / 1e9
+
+
 def bench_grid(
     grid: int, regions_list: list[int], topk_list: list[int], args: argparse.Namespace, device: torch.device
 ) -> list[dict]:
     """Every (regions, topk) of one grid, all contenders in one side-by-side round-robin."""
     x = make_inputs(args.batch, args.heads, grid, args.head_dim, device, seed=grid)
     configs = [(regions, topk) for regions in regions_list for topk in topk_list]  # validated in parse_args
-    fns: dict[str, Callable[[], tuple[torch.Tensor, ...]]] = {
-        "dense": train_step(lambda: F.scaled_dot_product_attention(x.q, x.k, x.v), x)
-    }
+    with_flex = device.type == "cuda" and flex_available()
+    attns: dict[str, AttnFn] = {"dense": F.scaled_dot_product_attention}
     skipped: dict[tuple[int, int], str] = {}
     for regions, topk in configs:
-        fns[f"route_{regions}_{topk}"] = train_step(
-            lambda r=regions, t=topk: route_attention(x.q, x.k, x.v, x.grid, r, t), x
-        )
+        attns[f"route_{regions}_{topk}"] = (
+            lambda q, k, v, r=regions, t=topk: route_attention(q, k, v, x.grid, r, t, backend="blocks"))
+        if with_flex and topk < regions * regions:
+            attns[f"flex_{regions}_{topk}"] = (
+                lambda q, k, v, r=regions, t=topk: route_attention(q, k, v, x.grid, r, t, backend="flex"))
         est = gather_bytes_estimate(args.batch, args.heads, grid, args.head_dim, regions, topk) / MB
         if est > args.max_gather_mb:
             skipped[(regions, topk)] = f"estimated {est:.0f} MiB > --max-gather-mb {args.max_gather_mb:.0f}"
             continue
-        fns[f"gather_{regions}_{topk}"] = train_step(
-            lambda r=regions, t=topk: gather_route_attention(x.q, x.k, x.v, x.grid, r, t), x
-        )
-    # One profiled call each: peak memory, FLOPs (FlopCounterMode: matmuls and
-    # SDPA, forward + backward), a first warm-up, and (route vs gather of one config,
-    # back to back so only one pair of results is held) the exactness checks.
+        attns[f"gather_{regions}_{topk}"] = (
+            lambda q, k, v, r=regions, t=topk: gather_route_attention(q, k, v, x.grid, r, t))
+    fns = {name: train_step(lambda a=attn: a(x.q, x.k, x.v), x) for name, attn in attns.items()}
+    gflop = {name: attention_gflop(attn, x) for name, attn in attns.items()}
+    # One profiled call each: peak memory, a first warm-up, and (route vs gather / flex of one
+    # config, back to back so only a few results are held) the exactness checks.
     peaks: dict[str, float] = {}
-    gflop: dict[str, float] = {}
     diffs: dict[str, tuple[float, float]] = {}
     last: dict[str, tuple[torch.Tensor, ...]] = {}
     for name, fn in tqdm(fns.items(), desc=f"grid {grid}: memory", leave=False, disable=args.no_progress):
         holder: list[tuple[torch.Tensor, ...]] = []
-        counter = FlopCounterMode(display=False)
-
-        def counted(f: Callable[[], tuple[torch.Tensor, ...]] = fn, h: list = holder, c: FlopCounterMode = counter):
-            with c:
-                h.append(f())
-
-        peaks[name] = peak_memory_mb(counted, device)
-        gflop[name] = counter.get_total_flops() / 1e9
-        if name.startswith("route_"):
-            last = {name: tuple(t.clone() for t in holder[0])}
-        elif name.startswith("gather_") and f"route_{name[7:]}" in last:
-            diffs[name[7:]] = max_diff(last.pop(f"route_{name[7:]}"), holder[0])
+        peaks[name] = peak_memory_mb(lambda f=fn, h=holder: h.append(f()), device)
+        kind, _, key = name.partition("_")
+        if kind == "route":
+            last = {key: tuple(t.clone() for t in holder[0])}
+        elif kind in ("gather", "flex") and key in last:
+            diffs[f"{kind}_{key}"] = max_diff(last[key], holder[0])
         del holder
     timings = time_side_by_side(fns, device, warmup=args.warmup, repeats=args.repeats, time_cap_s=args.time_cap)
     full_diff = {r: full_topk_diff(x, r) for r in {r for r, _ in configs}}
@@ -219,8 +227,9 @@ def bench_grid(
     for regions, topk in configs:
         key = f"{regions}_{topk}"
         route_t, dense_t = timings[f"route_{key}"], timings["dense"]
-        gather_t = timings.get(f"gather_{key}")
-        diff_out, diff_grad = diffs.get(key, (None, None))
+        gather_t, flex_t = timings.get(f"gather_{key}"), timings.get(f"flex_{key}")
+        diff_out, diff_grad = diffs.get(f"gather_{key}", (None, None))
+        flex_out, flex_grad = diffs.get(f"flex_{key}", (None, None))
         records.append({
             "benchmark": "route_attention",
             "grid": grid,
@@ -236,18 +245,23 @@ def bench_grid(
             "ms_route": route_t.median_ms,
             "ms_dense": dense_t.median_ms,
             "ms_gather": gather_t.median_ms if gather_t else None,
+            "ms_flex": flex_t.median_ms if flex_t else None,
             "route_over_dense": ratio(route_t.median_ms, dense_t.median_ms),
             "route_over_gather": ratio(route_t.median_ms, gather_t.median_ms if gather_t else None),
+            "flex_over_dense": ratio(flex_t.median_ms if flex_t else None, dense_t.median_ms),
             "gflop_route": gflop[f"route_{key}"],
             "gflop_dense": gflop["dense"],
             "gflop_gather": gflop.get(f"gather_{key}"),
             "peak_mb_route": peaks[f"route_{key}"],
             "peak_mb_dense": peaks["dense"],
             "peak_mb_gather": peaks.get(f"gather_{key}"),
+            "peak_mb_flex": peaks.get(f"flex_{key}"),
             "peak_route_over_gather": ratio(peaks[f"route_{key}"], peaks.get(f"gather_{key}")),
             "max_abs_diff_vs_dense_at_full_topk": full_diff[regions],
             "max_abs_diff_route_vs_gather": diff_out,
             "max_abs_grad_diff_route_vs_gather": diff_grad,
+            "max_abs_diff_flex_vs_route": flex_out,
+            "max_abs_grad_diff_flex_vs_route": flex_grad,
             "rounds": route_t.rounds,
             "gather_skipped": skipped.get((regions, topk)),
         })

@@ -5,8 +5,9 @@ and how close the image encoder's forward gets to the machine's measured matmul 
     python -m benchmarks.throughput --json --quick    # LCTD only, fewer rounds
 
 One JSON object per decoder (lctd, zegclip). Models: `--model small` is the params.yaml setup (the
-pipeline's small CLIP, its input size, batch size and eval settings); `--model vitb16` overlays
-presets/voc.yaml (CLIP ViT-B/16 at 512 px, ZegCLIP's decoder size and sliding window).
+pipeline's small CLIP, its input size, batch size and eval settings); `--model vitb16` is the
+paper setup (benchmarks/setups.py: the dataclass defaults + presets/voc.yaml: CLIP ViT-B/16 at
+512 px, ZegCLIP's decoder size and sliding window).
 `auto` picks vitb16 on a GPU and small on the CPU. CLIP weights are random: speed does not depend
 on their values (and no hub is reachable here).
 What is timed, side by side in one round-robin (benchmarks/common.py):
@@ -19,8 +20,12 @@ What is timed, side by side in one round-robin (benchmarks/common.py):
 - encoder: the prompted image encoder's forward on an eval batch at data.image_size (no grad);
 - matmul: a square float32 matrix product (`--matmul-size`), whose 2n^3 / time is the machine's
           matmul GFLOP/s in this run. encoder_matmul_fraction = (encoder FLOPs / encoder time) /
-          matmul GFLOP/s, encoder FLOPs counted by torch.utils.flop_counter.FlopCounterMode
-          (matrix products and convolutions; softmax, norms and GELU are not counted).
+          matmul GFLOP/s, encoder FLOPs counted by ldvc.model.flops.count_flops (matrix products,
+          convolutions AND attention, on the meta device; softmax, norms and GELU are not counted).
+          Until this count, torch's FlopCounterMode alone missed the CPU's fused attention kernel
+          and MultiheadAttention's fast path: the ViT-B/16 encoder at 512 px read 119-178 instead
+          of 217 GFLOP, which understated the fraction.
+The full training step at paper size, part by part, is benchmarks/train_step.py.
 """
 
 from __future__ import annotations
@@ -31,70 +36,35 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch import nn
 from tqdm import tqdm
 
 from benchmarks.common import emit, machine_info, resolve_device, run_fields, setup_threads, time_side_by_side
-from ldvc.config import Config, config_from_dict, deep_merge, load_config
-from ldvc.data.classes import dataset_classes, default_unseen
+from benchmarks.setups import build_model, default_config, make_train_step, matmul_fn, paper_config, split_ids
+from ldvc.config import Config, config_from_dict, deep_merge
 from ldvc.eval.inference import slide_inference, whole_inference, window_starts
-from ldvc.model.clip_loader import create_clip
-from ldvc.model.losses import segmentation_loss
-from ldvc.model.segmentor import Segmentor, build_segmentor
-from ldvc.train.optim import build_optimizer
+from ldvc.model.flops import count_flops
 
 DECODER_TYPES = ("lctd", "zegclip")
 
 
 def model_config(model: str, params: Path) -> Config:
-    """The Config of `model` ('small' = params.yaml, 'vitb16' = params.yaml + presets/voc.yaml)."""
-    cfg = load_config(params)
+    """The Config of `model` ('small' = params.yaml, 'vitb16' = the paper setup, see above)."""
     if model == "small":
-        return cfg
+        return default_config("lctd", params)
     if model == "vitb16":
-        import yaml
-
-        preset = Path("presets/voc.yaml")
-        if not preset.exists():
-            raise FileNotFoundError(f"{preset} not found: run from the repository root")
-        return config_from_dict(deep_merge(cfg.to_dict(), yaml.safe_load(preset.read_text())))
+        return paper_config("lctd")
     raise ValueError(f"--model {model!r}: use small, vitb16 or auto")
 
 
-def split_ids(cfg: Config) -> tuple[list[str], list[int]]:
-    """All class names of the dataset and the seen class ids (the training classes)."""
-    names = dataset_classes(cfg.data)
-    unseen = default_unseen(cfg.data.dataset) if cfg.split.unseen == "default" else list(cfg.split.unseen)
-    missing = [u for u in unseen if u not in names]
-    if missing:
-        raise ValueError(f"split.unseen names {missing} are not classes of {cfg.data.dataset}")
-    return names, [i for i, n in enumerate(names) if n not in unseen]
-
-
-def build(cfg: Config, decoder: str, names: list[str], device: torch.device) -> Segmentor:
+def build(cfg: Config, decoder: str, names: list[str], device: torch.device) -> nn.Module:
     cfg = config_from_dict(deep_merge(cfg.to_dict(), {"decoder": {"type": decoder}}))
-    torch.manual_seed(0)
-    clip_model = create_clip(cfg.clip.model, None)  # random weights: speed does not depend on them
-    return build_segmentor(cfg, clip_model, names).to(device)
+    return build_model(cfg, names, device)
 
 
-def train_step_fn(model: Segmentor, cfg: Config, seen: list[int], device: torch.device) -> Callable[[], None]:
-    S, B = cfg.data.image_size, cfg.train.batch_size
-    gen = torch.Generator().manual_seed(1)
-    images = torch.randn(B, 3, S, S, generator=gen).to(device)  # (B, 3, S, S), already "normalised"
-    target = torch.randint(0, len(seen), (B, S, S), generator=gen).to(device)  # seen index space
-    class_ids = torch.tensor(seen, device=device)
-    optimizer = build_optimizer(model, cfg.train)
-
-    def step() -> None:
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        logits = model(images, class_ids)  # (B, C_seen, S, S)
-        loss, _ = segmentation_loss(logits.float(), target, cfg.loss)
-        loss.backward()
-        optimizer.step()
-
-    return step
+def train_step_fn(model: nn.Module, cfg: Config, seen: list[int], device: torch.device) -> Callable[[], None]:
+    """One optimizer step on train.batch_size images (benchmarks/setups.py: make_train_step)."""
+    return make_train_step(model, cfg, seen, device, cfg.train.batch_size)
 
 
 def eval_images(cfg: Config, n: int) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
@@ -105,7 +75,7 @@ def eval_images(cfg: Config, n: int) -> tuple[list[torch.Tensor], list[tuple[int
     return [torch.rand(3, h, w, generator=gen) for _ in range(n)], [(h, w)] * n
 
 
-def eval_fns(model: Segmentor, cfg: Config, n: int) -> dict[str, Callable[[], None]]:
+def eval_fns(model: nn.Module, cfg: Config, n: int) -> dict[str, Callable[[], None]]:
     images, sizes = eval_images(cfg, n)
     S, e = cfg.data.image_size, cfg.eval
 
@@ -120,18 +90,6 @@ def eval_fns(model: Segmentor, cfg: Config, n: int) -> dict[str, Callable[[], No
             slide_inference(model, im, sz, e.window, e.stride, max_batch=e.batch_size)
 
     return {"whole": whole, "slide": slide}
-
-
-def matmul_fn(n: int, device: torch.device) -> Callable[[], None]:
-    gen = torch.Generator().manual_seed(3)
-    a = torch.randn(n, n, generator=gen).to(device)
-    b = torch.randn(n, n, generator=gen).to(device)
-    out = torch.empty(n, n, device=device)
-
-    def mm() -> None:
-        torch.mm(a, b, out=out)
-
-    return mm
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -175,7 +133,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(machine_info(device))
 
     fns: dict[str, Callable[[], None]] = {}
-    models: dict[str, Segmentor] = {}
+    models: dict[str, nn.Module] = {}
     for dec in tqdm(args.decoders, desc="build models", leave=False, disable=args.no_progress):
         models[dec] = build(cfg, dec, names, device)
         fns[f"train_{dec}"] = train_step_fn(models[dec], cfg, seen, device)
@@ -190,9 +148,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         with torch.no_grad():
             encoder(enc_in)
 
-    with FlopCounterMode(display=False) as counter:
-        encoder_forward()
-    encoder_gflop = counter.get_total_flops() / 1e9  # per batch of enc_batch images
+    encoder_gflop = count_flops(encoder, enc_in) / 1e9  # per batch of enc_batch images, attention included
     fns["encoder"] = encoder_forward
     fns["matmul"] = matmul_fn(mm_n, device)
     timings = time_side_by_side(fns, device, warmup=args.warmup, repeats=args.repeats, time_cap_s=args.time_cap)

@@ -1,6 +1,8 @@
 """Smoke tests of benchmarks/: each script runs on its smallest configuration with one round and
 prints JSON lines with the fields the report and anyone tracking results rely on; the report turns
-such lines into reports/benchmarks.md and judges the issue's targets correctly."""
+such lines into reports/benchmarks.md, leads with the full-training-step ratio and judges the
+issue's targets correctly; the GPU check (benchmarks/gpu.py) runs its whole logic at tiny sizes on
+the CPU, imports nothing the GPU machine lacks, and installs carried wheels when a module is missing."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,11 @@ ROUTE_FIELDS = {
 DECODER_FIELDS = {
     "size", "ms_lctd", "ms_lctd_dense_sa", "ms_zegclip", "lctd_over_zegclip", "gflop_lctd", "gflop_zegclip",
     "peak_mb_lctd", "peak_mb_zegclip", "params_lctd", "params_zegclip",
+}
+TRAIN_STEP_FIELDS = {
+    "size", "batch", "dtype", "ms_step_lctd", "ms_step_zegclip", "step_lctd_over_zegclip", "gflop_step_lctd",
+    "gflop_step_zegclip", "gflop_image_encoder_lctd", "gflop_text_encoder_lctd", "gflop_decoder_lctd",
+    "images_per_s_lctd", "achieved_tflops_lctd", "matmul_fraction_lctd", "peak_mb_lctd", "encoder_share_lctd",
 }
 THROUGHPUT_FIELDS = {
     "decoder", "train_images_per_s", "eval_whole_images_per_s", "eval_slide_images_per_s",
@@ -59,6 +67,12 @@ def throughput_records() -> list[dict]:
                       "--eval-images", "2", "--matmul-size", "256")
 
 
+@pytest.fixture(scope="module")
+def train_step_records() -> list[dict]:
+    return run_module("train_step", "--sizes", "default", "--batch", "2", "--repeats", "1", "--warmup", "0",
+                      "--matmul-size", "256")
+
+
 def test_route_attention_records(route_records: list[dict]) -> None:
     # every (regions, topk) pair, in the order given on the command line
     assert [(r["regions"], r["topk"]) for r in route_records] == [(4, 4), (4, 16)]
@@ -78,10 +92,15 @@ def test_route_attention_records(route_records: list[dict]) -> None:
     assert by_cfg[(4, 16)]["route_path"] == "dense_sdpa"
     assert by_cfg[(4, 16)]["peak_mb_route"] == pytest.approx(by_cfg[(4, 16)]["peak_mb_dense"], rel=0.05)
     # the gather baseline materialises k copies of K/V (and an S^2-fold buffer in backward)
-    assert by_cfg[(4, 4)]["peak_mb_gather"] > 2 * by_cfg[(4, 4)]["peak_mb_route"]
-    # FLOPs follow the routing: 4 of 16 regions -> about 1/4 of dense attention
+    assert by_cfg[(4, 4)]["peak_mb_gather"] > 1.5 * by_cfg[(4, 4)]["peak_mb_route"]
+    # FLOPs follow the routing: 4 of 16 regions -> 1/4 of dense attention's products, and 7 block products
+    # per routed block in forward + backward (the backward recomputes the scores) against dense's 6
     assert by_cfg[(4, 4)]["route_path"] == "routed_blocks"
-    assert by_cfg[(4, 4)]["gflop_route"] / by_cfg[(4, 4)]["gflop_dense"] == pytest.approx(4 / 16, rel=0.1)
+    assert by_cfg[(4, 4)]["gflop_route"] / by_cfg[(4, 4)]["gflop_dense"] == pytest.approx(7 / 6 * 4 / 16, rel=0.01)
+    # dense attention is counted (torch's counter alone gives 0 for the CPU's fused kernel on torch 2.14)
+    grid_tokens = 32 * 32
+    assert by_cfg[(4, 16)]["gflop_dense"] == pytest.approx(6 * 2 * 8 * grid_tokens**2 * 64 / 1e9)
+    assert by_cfg[(4, 4)]["ms_flex"] is None  # CPU: no FlexAttention backward
 
 
 def test_decoder_step_records(decoder_records: list[dict]) -> None:
@@ -91,6 +110,35 @@ def test_decoder_step_records(decoder_records: list[dict]) -> None:
     assert r["lctd_over_zegclip"] == pytest.approx(r["ms_lctd"] / r["ms_zegclip"])
     assert min(r["ms_lctd"], r["ms_lctd_dense_sa"], r["ms_zegclip"], r["gflop_lctd"], r["gflop_zegclip"]) > 0
     assert r["params_lctd"] > 0 and r["params_zegclip"] > 0
+
+
+def test_train_step_records(train_step_records: list[dict]) -> None:
+    (r,) = train_step_records
+    assert TRAIN_STEP_FIELDS <= set(r), TRAIN_STEP_FIELDS - set(r)
+    assert r["benchmark"] == "train_step" and r["size"] == "default" and r["batch"] == 2
+    assert r["step_lctd_over_zegclip"] == pytest.approx(r["ms_step_lctd"] / r["ms_step_zegclip"])
+    for dec in ("lctd", "zegclip"):
+        parts = [r[f"gflop_{p}_{dec}"] for p in ("image_encoder", "text_encoder", "decoder")]
+        assert min(parts) > 0 and sum(parts) == pytest.approx(r[f"gflop_step_{dec}"])
+        assert r[f"achieved_tflops_{dec}"] == pytest.approx(r[f"gflop_step_{dec}"] / r[f"ms_step_{dec}"])
+        assert r[f"utilisation_{dec}"] is None  # no bf16 GPU reference on the CPU
+        assert 0 < r[f"encoder_share_{dec}"]
+    # the models share the encoders: only the decoder part differs
+    assert r["gflop_image_encoder_lctd"] == r["gflop_image_encoder_zegclip"]
+    assert r["gflop_decoder_lctd"] != r["gflop_decoder_zegclip"]
+
+
+def test_loader_records(tmp_path: Path) -> None:
+    records = run_module("loader", "--workers", "0", "1", "--images", "6", "--batch", "2", "--batches", "2",
+                         "--image-size", "64")
+    assert [(r["workers"], r["persistent_workers"]) for r in records] == [(0, False), (1, False), (1, True)]
+    for r in records:
+        assert r["benchmark"] == "loader" and r["source_hw"] == [375, 500] and r["pin_memory"] is False
+        assert r["images_per_s"] > 0 and r["first_batch_s"] > 0
+    from benchmarks.loader import recommend
+
+    slow, fast = dict(records[0], images_per_s=10.0), dict(records[2], images_per_s=100.0)
+    assert recommend([slow, fast], 50.0) is fast and recommend([slow, fast], 500.0) is None
 
 
 def test_throughput_records(throughput_records: list[dict]) -> None:
@@ -115,7 +163,7 @@ def _report(tmp_path: Path, records: list[dict], *extra: str) -> str:
 
 
 def test_report_tables_and_targets(tmp_path: Path, route_records: list[dict], decoder_records: list[dict],
-                                   throughput_records: list[dict]) -> None:
+                                   throughput_records: list[dict], train_step_records: list[dict]) -> None:
     base = route_records[0]
     # The target configurations, made from real records with known ratios: route time misses
     # (0.5 > 0.35), route memory meets (0.2 <= 0.5), the paper-size decoder misses (3.0 > 1.15).
@@ -123,11 +171,19 @@ def test_report_tables_and_targets(tmp_path: Path, route_records: list[dict], de
                     "route_over_dense": 0.5, "peak_mb_route": 20.0, "peak_mb_gather": 100.0,
                     "peak_route_over_gather": 0.2}
     paper = {**decoder_records[0], "size": "paper", "ms_lctd": 300.0, "ms_zegclip": 100.0, "lctd_over_zegclip": 3.0}
-    md = _report(tmp_path, [*route_records, target_route, *decoder_records, paper, *throughput_records],
-                 "--note", "shared machine")
-    for heading in ("## Machine", "## Targets", "## Route attention", "## Decoder training step",
+    step_paper = {**train_step_records[0], "size": "paper", "preset": "voc", "ms_step_lctd": 130.0,
+                  "ms_step_zegclip": 100.0, "step_lctd_over_zegclip": 1.3}
+    md = _report(tmp_path, [*train_step_records, step_paper, *route_records, target_route, *decoder_records, paper,
+                            *throughput_records], "--note", "shared machine")
+    for heading in ("## Headline", "## Machine", "## Targets", "## Route attention", "## Decoder training step",
                     "## Full-model throughput", "## Raw records"):
         assert heading in md
+    # the report LEADS with the full training step ratio at paper size, the decoder-only one as a detail
+    assert md.index("## Headline") < md.index("## Machine") < md.index("## Targets")
+    headline = md.split("## Headline: the full training step, LDVC / ZegCLIP")[1].split("## Machine")[0]
+    assert headline.lstrip().startswith("**1.30x**: one full LDVC training step")
+    assert "decoder only (benchmarks/decoder_step.py, paper size): LCTD / ZegCLIP decoder = 3.00x" in headline
+    assert "image encoder" in headline and "110.4 / 123.9" in headline
     assert "torch " in md and "Note: shared machine" in md
     targets = md.split("## Targets")[1].split("## Route attention")[0]
     rows = {line.split("|")[1].strip(): line for line in targets.splitlines() if line.startswith("| ")}
@@ -137,12 +193,13 @@ def test_report_tables_and_targets(tmp_path: Path, route_records: list[dict], de
     assert "gap: 0.50x measured vs 0.35x allowed" in targets
     assert "gap: 3.00x measured vs 1.15x allowed" in targets
     # every record is kept verbatim for tracking
-    assert md.count('{"benchmark": ') == len(route_records) + len(decoder_records) + len(throughput_records) + 2
+    assert md.count('{"benchmark": ') == (len(route_records) + len(decoder_records) + len(throughput_records)
+                                         + len(train_step_records) + 3)
 
 
 def test_report_without_target_records_says_not_measured(tmp_path: Path, decoder_records: list[dict]) -> None:
     md = _report(tmp_path, decoder_records)
-    assert md.count("not measured") >= 3
+    assert md.count("not measured") >= 4  # the paper-size step and the three targets
 
 
 def test_report_rejects_non_benchmark_input(tmp_path: Path) -> None:
@@ -167,4 +224,104 @@ def test_report_runs_the_quick_benchmarks(tmp_path: Path) -> None:
                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     md = out.read_text()
-    assert "| route attention time |" in md and "not measured" not in md.split("## Route attention")[0]
+    targets = md.split("## Targets")[1].split("## Route attention")[0]
+    assert "| route attention time |" in targets and "not measured" not in targets
+    # --quick measures the full step at the params.yaml size only, and says the paper size is missing
+    headline = md.split("## Headline")[1].split("## Machine")[0]
+    assert "Paper size: not measured in this run" in headline and "| default | cpu |" in headline
+
+
+# --------------------------------------------------------------------------------------------
+# The GPU check
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpu_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], str]:
+    out = tmp_path_factory.mktemp("gpu") / "benchmarks_gpu.md"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--tiny", "--json", "--out", str(out)],
+                          cwd=REPO, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]  # JSON lines only
+    return records, out.read_text()
+
+
+def test_gpu_check_runs_every_part_at_tiny_size(gpu_tiny: tuple[list[dict], str]) -> None:
+    records, md = gpu_tiny
+    kinds = {r["benchmark"] for r in records}
+    assert {"train_step", "gpu_slide_fps", "gpu_flex", "gpu_train_loop", "loader", "gpu_projection",
+            "gpu_loader_recommendation", "gpu_environment"} <= kinds
+    parts = {r["part"]: r for r in records if r["benchmark"] == "gpu_part"}
+    assert set(parts) == {"steps", "slide", "flex", "train", "loader"}
+    assert not [r for r in parts.values() if r.get("error") or r.get("skipped")]
+    (flex,) = [r for r in records if r["benchmark"] == "gpu_flex"]
+    # on the CPU: the forward comparison runs, the CUDA-only checks say why they did not
+    assert flex["max_abs_diff_out"] < 1e-5 and flex["flex_differs_from_dense"] is True
+    assert "need CUDA" in flex["skipped"]
+    (loop,) = [r for r in records if r["benchmark"] == "gpu_train_loop"]
+    assert loop["loss_finite"] and loop["summary"]["step"] == loop["iters"]
+    proj = {(r["protocol"], r["decoder"]): r for r in records if r["benchmark"] == "gpu_projection"}
+    voc = proj[("voc", "lctd")]
+    assert voc["hours"] == pytest.approx(20000 * 16 / voc["images_per_s"] / 3600)
+    assert proj[("coco_stuff", "lctd")]["hours"] == pytest.approx(4 * voc["hours"])
+    for heading in ("# GPU check", "## Training step at paper size", "## Sliding-window inference",
+                    "## FlexAttention", "## The training function", "## Data loader beside the GPU",
+                    "## Projected wall time"):
+        assert heading in md
+    assert "NOT paper numbers" in md
+
+
+def test_gpu_check_imports_nothing_the_gpu_machine_lacks(gpu_tiny: tuple[list[dict], str]) -> None:
+    records, _ = gpu_tiny
+    (env,) = [r for r in records if r["benchmark"] == "gpu_environment"]
+    assert env["forbidden_imported"] == []
+    assert not {"mlflow", "dvc", "pycocotools"} & set(env["modules"])
+    assert {"open_clip", "torch", "ldvc"} <= set(env["modules"])
+
+
+def _dummy_wheel(folder: Path, name: str) -> Path:
+    """A minimal pure wheel of a one-module package `name` (module `name` defines VALUE = 42)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    whl = folder / f"{name}-1.0-py3-none-any.whl"
+    info = f"{name}-1.0.dist-info"
+    with zipfile.ZipFile(whl, "w") as z:
+        z.writestr(f"{name}.py", "VALUE = 42\n")
+        z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+    return whl
+
+
+@pytest.mark.parametrize("pip_works", [True, False])
+def test_missing_modules_are_installed_from_carried_wheels(tmp_path: Path, pip_works: bool,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import gpu
+
+    name = f"ldvc_probe_{'pip' if pip_works else 'zip'}"
+    _dummy_wheel(tmp_path / "whl", name)
+    if not pip_works:  # a python without pip: the wheels are unzipped
+        monkeypatch.setattr(gpu.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1))
+    saved = list(sys.path)
+    try:
+        where = gpu.ensure_importable((name,), tmp_path / "whl", (name,))
+        assert where.endswith(f"site-py{sys.version_info.major}{sys.version_info.minor}")
+        assert __import__(name).VALUE == 42
+        assert gpu.ensure_importable((name,), tmp_path / "whl", (name,)) == "installed"  # now importable
+    finally:
+        sys.path[:] = saved
+        sys.modules.pop(name, None)
+    with pytest.raises(RuntimeError, match="holds no wheels: run benchmarks/gpu_wheels.sh"):
+        gpu.ensure_importable(("ldvc_probe_absent",), tmp_path / "empty", ("ldvc_probe_absent",))
+
+
+def test_gpu_check_fails_on_dense_fallback_or_inexact_flex() -> None:
+    from benchmarks.gpu import failed_checks
+
+    ok = [{"benchmark": "gpu_flex", "dtype": "bfloat16", "exact": True, "flex_differs_from_dense": True},
+          {"benchmark": "gpu_flex_fused", "fused": True, "peak_mb_flex": 40.0},
+          {"benchmark": "gpu_train_loop", "loss_finite": True}]
+    assert failed_checks(ok) == []
+    bad = [{**ok[0], "exact": False, "max_rel_diff": 0.5}, {**ok[1], "fused": False, "peak_mb_flex": 900.0},
+           {"benchmark": "gpu_train_loop", "loss_finite": False}]
+    msgs = failed_checks(bad)
+    assert len(msgs) == 3 and "dense fallback" in msgs[1] and "finite loss" in msgs[2]

@@ -12,6 +12,7 @@ under ldvc/ runs ITS code, not the workspace's.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -219,3 +220,18 @@ def test_parallel_queue_on_a_fresh_clone_runs_each_experiments_own_code(pipeline
     assert set(hiou) == {"same-code", "other-code"}, show
     assert hiou["same-code"] == workspace  # same code and params: the same number
     assert hiou["other-code"] != workspace  # the experiment ran its own (edited) code
+
+
+def test_mlflow_ui_opens_on_one_parent_row_per_pipeline_run(pipeline, tmp_path):
+    """The real UI over the store the reduced pipeline wrote: it opens on the runs table with one
+    parent row per pipeline run (the workspace's `dvc repro` and each `dvc exp run`), children
+    collapsed, hIoU visible; training runs show their dataset and logged model (screenshots saved)."""
+    from fixtures.mlflow_ui import assert_pipeline_ui, find_chromium
+
+    if find_chromium() is None and not os.environ.get("LDVC_REQUIRE_BROWSER"):
+        pytest.skip("chromium is not installed (apt-get install chromium); .ci/run installs it")
+    repo = pipeline["repo"]
+    if "exp_names" not in pipeline:
+        test_experiment_reruns_only_decoder_stages(pipeline)
+    result = assert_pipeline_ui(repo / "mlflow.db", tmp_path / "ui", expect_parents=1 + len(pipeline["exp_names"]))
+    print("MLflow UI screenshots:", result["screenshots"])

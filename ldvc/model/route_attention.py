@@ -25,17 +25,21 @@ Our implementation choices (not BiFormer's code):
 Two exact kernels, one semantics (`route_attention(..., backend=...)`):
 - "blocks": the custom autograd Function above; any device, any region size. The CPU kernel.
 - "flex": torch.nn.attention.flex_attention over the region-major token sequence with a
-  BlockMask built from the routing: block size = T tokens per region, each query block holds its
-  k routed key blocks as FULL blocks (no per-element masking inside the fused kernel), and the
-  mask_mod tests block membership, so every path that evaluates the mask per element (the unfused
-  eager path, the CPU) computes the same routed attention. A BlockMask from block lists with the
-  default no-op mask_mod silently computes DENSE attention on the unfused path (toolchain.md,
-  "Measured traps"); tests compare flex against "blocks" and against dense for that reason.
+  BlockMask built from the routing: block size = T tokens per region, each query block lists its
+  k routed key blocks - as FULL blocks on CUDA (no per-element masking inside the fused kernel),
+  as partial blocks on the CPU (torch 2.14's compiled CPU template fails to build with full
+  blocks) - and the mask_mod tests block membership, so every path that evaluates the mask per
+  element (the unfused eager path, partial blocks) computes the same routed attention. A
+  BlockMask from block lists with the default no-op mask_mod silently computes DENSE attention
+  on the unfused path (toolchain.md, "Measured traps"); tests compare flex against "blocks" and
+  against dense for that reason.
   On CUDA it runs through one torch.compile'd flex_attention (fused forward and backward).
   FlexAttention has no backward on the CPU, and after one failed backward a compiled flex
   function keeps running the unfused dense path: the flex backend therefore refuses CPU inputs
   that need a gradient (before calling flex), and the GPU check (benchmarks/gpu.py) verifies the
-  fused path by its memory (dense scores would show).
+  fused path by its memory (dense scores would show). Numerics: flex computes in the inputs'
+  dtype (bf16 under autocast, float32 accumulation inside the kernel) where "blocks" upcasts to
+  float32, so bf16 results differ by bf16 round-off (same routing, same attention).
 - "auto" (default): flex on CUDA when the region size suits its kernel (a power of two >= 16
   tokens, e.g. 16 at 512 px with 8x8 regions), else blocks. The environment variable
   LDVC_ROUTE_ATTENTION=blocks|flex overrides auto (to compare, or to step around a torch whose
@@ -316,8 +320,8 @@ def flex_route_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid
     compiled = q.device.type == "cuda" if compiled is None else compiled
     kwargs = {}
     if q.device.type == "cuda" and T < 128:
-        # One region per kernel tile: older torch (< 2.12) does not shrink its default 128/64 tiles
-        # to a smaller sparse block size by itself and rejects the mask.
+        # One region per kernel tile, pinned: torch 2.14 shrinks its default 128/64 tiles to a smaller
+        # sparse block size by itself, older releases (the GPU machine has 2.11) may reject the mask.
         kwargs["kernel_options"] = {name: T for name in ("BLOCK_M", "BLOCK_N", "BLOCK_M1", "BLOCK_N1", "BLOCK_M2",
                                                          "BLOCK_N2")}
     qr, kr, vr = (to_region_tokens(t, grid, regions) for t in (q, k, v))  # (B, heads, N, d) region-major

@@ -46,6 +46,7 @@ from accelerate.utils import DistributedDataParallelKwargs
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ldvc.checkpoint_uri import portable_path
 from ldvc.config import Config
 from ldvc.data.dataset import DatasetError, SegmentationFolder, StepBatchSampler, TrainStream
 from ldvc.data.normalize import normalize
@@ -234,7 +235,8 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
     seed = cfg.project.seed
     model = build_model(cfg, clip_weights, list(split["classes"]))
     params = count_parameters(model)
-    clip_info = {"model": cfg.clip.model, "weights": str(clip_weights) if clip_weights else None,
+    # recorded relative to the tree the run happens in (valid in any clone or experiment copy)
+    clip_info = {"model": cfg.clip.model, "weights": portable_path(clip_weights, Path.cwd()) if clip_weights else None,
                  "sha256": ckpt_io.sha256_file(clip_weights)}
     if init is not None:
         ckpt_io.load_learnable_state(model, init["model"], init_checkpoint)
