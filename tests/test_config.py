@@ -91,7 +91,7 @@ def test_out_of_range_values_are_named(section, key, value):
     ({"split": {"unseen": []}}, "fully supervised"),
     ({"cross_dataset": {"bad name": {}}}, "cross_dataset.bad name"),
     ({"cross_dataset": {"x": {"synthetic": {"world": "moon"}}}}, "cross_dataset.x.synthetic.world"),
-    ({"decoder": {"width": 256, "heads": 4}}, "decoder.input_proj"),
+    ({"decoder": {"width": 256, "heads": 4, "input_proj": False}}, "decoder.input_proj"),
     ({"project": {"protocol": "vocc"}}, "project.protocol"),
 ])
 def test_relations_and_nested_ranges_are_named(tree, message):

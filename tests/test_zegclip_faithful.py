@@ -26,7 +26,7 @@ CLASSES = ["red", "blue", "striped red", "dotted teal", "yellow"]
 
 def _cfg(**overrides):
     raw = load_config("params.yaml").to_dict()
-    raw = deep_merge(raw, {"ablation": {}, "cross_dataset": {}, "decoder": {"type": "zegclip"},
+    raw = deep_merge(raw, {"ablation": {}, "cross_dataset": {}, "decoder": {"type": "zegclip", "input_proj": False},
                            "prompt": {"text_depth": 0}, **overrides})
     return config_from_dict(raw)
 
