@@ -27,7 +27,8 @@ CLASSES = ["red", "blue", "striped red", "dotted teal", "yellow"]
 def _cfg(**overrides):
     raw = load_config("params.yaml").to_dict()
     raw = deep_merge(raw, {"ablation": {}, "cross_dataset": {}, "decoder": {"type": "zegclip", "input_proj": False},
-                           "prompt": {"text_depth": 0}, **overrides})
+                           "prompt": {"text_depth": 0}})  # ZegCLIP's configs: use_proj False
+    raw = deep_merge(raw, overrides)
     return config_from_dict(raw)
 
 
