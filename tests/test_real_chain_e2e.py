@@ -60,3 +60,17 @@ def test_voc_preset_chain_from_urls(tmp_path):
     assert metrics["dataset"] == "voc"
     for key in ("pAcc", "mIoU_seen", "mIoU_unseen", "hIoU"):
         assert 0.0 <= metrics[key] <= 100.0
+
+    # The shrunk run left the VOC protocol: it is recorded as such and never shown unmarked beside
+    # the published VOC numbers (the complaint "numbers below the paper" from silent config drift).
+    assert metrics["protocol"] == "voc" and metrics["protocol_conformant"] is False
+    devs = metrics["protocol_deviations"]
+    assert devs["train.iters"] == {"value": 4, "protocol": 20000}
+    assert devs["data.image_size"] == {"value": 64, "protocol": 512}
+    from ldvc.reports import load_runs_dir
+    from ldvc.reports.tables import main_table, to_markdown
+
+    table = to_markdown(main_table(load_runs_dir(repo / "runs").records))
+    ours = [line for line in table.splitlines() if line.startswith("| inductive | LDVC (ours)")]
+    assert len(ours) == 1 and ours[0].count("[R*]") == 4 and "[R]" not in ours[0], table
+    assert "train.iters=4 (protocol: 20000)" in table
