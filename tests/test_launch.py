@@ -4,6 +4,7 @@ started), its environment checks, the layout it prints, and one real 2-process l
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,7 +142,8 @@ def test_real_two_process_cpu_launch(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "ldvc.launch", "--params", "none", str(script)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    ranks = sorted(line for line in done.stdout.splitlines() if line.startswith("RANK"))
+    # two processes share one stdout: their lines may interleave, so match the records, not lines
+    ranks = sorted(re.findall(r"RANK \d WORLD \d BACKEND \w+", done.stdout))
     assert ranks == ["RANK 0 WORLD 2 BACKEND gloo", "RANK 1 WORLD 2 BACKEND gloo"]
 
 

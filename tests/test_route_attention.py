@@ -60,13 +60,14 @@ CASES = [  # (batch, heads, head_dim, grid, regions, topk)
 ]
 
 
+@pytest.mark.parametrize("backend", ["blocks", "masked"])
 @pytest.mark.parametrize("B,h,d,grid,regions,topk", CASES)
-def test_matches_naive_reference_forward_and_backward(B, h, d, grid, regions, topk):
+def test_matches_naive_reference_forward_and_backward(B, h, d, grid, regions, topk, backend):
     g = torch.Generator().manual_seed(hash((grid, regions, topk)) % 2**31)
     N = grid[0] * grid[1]
     q, k, v = (torch.randn(B, h, N, d, generator=g, requires_grad=True) for _ in range(3))
     grad_out = torch.randn(B, h, N, d, generator=g)
-    out = route_attention(q, k, v, grid, regions, topk)
+    out = route_attention(q, k, v, grid, regions, topk, backend=backend)
     grads = torch.autograd.grad(out, (q, k, v), grad_out)
     ref = naive_route_attention(q, k, v, grid, regions, topk)
     ref_grads = torch.autograd.grad(ref, (q, k, v), grad_out)
@@ -237,6 +238,7 @@ def test_backend_choice(monkeypatch):
     monkeypatch.delenv("LDVC_ROUTE_ATTENTION", raising=False)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_backend("auto", cpu, (32, 32), 8) == "blocks"
+    assert resolve_backend("auto", cpu, (8, 8), 4) == "masked"  # small token maps: dense with the routed mask
     assert resolve_backend("auto", cuda, (32, 32), 8) == ("flex" if flex_available() else "blocks")  # 16 tokens
     assert resolve_backend("auto", cuda, (32, 32), 16) == "blocks"  # 4 tokens per region: too small a tile
     assert resolve_backend("auto", cuda, (30, 30), 5) == "blocks"  # 36 tokens: not a power of two
