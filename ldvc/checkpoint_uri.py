@@ -31,7 +31,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ldvc.config import repo_root
+from ldvc.config import portable_path, repo_root
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -41,17 +41,6 @@ FORMS = "a checkpoint file, a run folder with model.pt, an MLflow run id, runs:/
 
 class CheckpointNotFound(FileNotFoundError):
     """A --checkpoint spec names nothing that exists (the message says which spec and where it looked)."""
-
-
-def portable_path(path: str | Path, root: Path | None = None) -> str:
-    """`path` relative to the repository root when it lies inside it (what a checkpoint should record:
-    valid in any clone), else absolute."""
-    p = Path(path).resolve()
-    base = (root or repo_root()).resolve()
-    try:
-        return p.relative_to(base).as_posix()
-    except ValueError:
-        return str(p)
 
 
 def store_uri(tracking_uri: str | None = None) -> str:

@@ -147,13 +147,13 @@ register("preset", "rewrite params.yaml for a paper setup (voc, coco_stuff, cont
 
 
 def _import_zegclip_args(p: argparse.ArgumentParser) -> None:
-    from ldvc.model.zegclip_import import add_arguments
+    from ldvc.zegclip_import import add_arguments
 
     add_arguments(p)
 
 
 def _import_zegclip_run(args: argparse.Namespace) -> int:
-    from ldvc.model.zegclip_import import run
+    from ldvc.zegclip_import import run
 
     return run(args)
 

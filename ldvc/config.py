@@ -339,6 +339,17 @@ def repo_root() -> Path:
     return here
 
 
+def portable_path(path: str | Path, root: Path | None = None) -> str:
+    """`path` relative to the repository root when it lies inside it (what a checkpoint should record:
+    valid in any clone), else absolute."""
+    p = Path(path).resolve()
+    base = (root or repo_root()).resolve()
+    try:
+        return p.relative_to(base).as_posix()
+    except ValueError:
+        return str(p)
+
+
 def read_yaml(text: str, where: str = "params.yaml") -> Any:
     """YAML 1.2 (ruamel, the loader DVC uses) -> plain Python objects."""
     from ruamel.yaml import YAML

@@ -18,9 +18,9 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from ldvc.config import ConfigError, config_from_dict, deep_merge, flatten, read_yaml
+from ldvc.config import Config, ConfigError, config_from_dict, deep_merge, flatten, read_yaml
 
-PRESET_DIR = Path("presets")
+PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"  # the presets of this code tree
 REPLACED_SECTIONS = ("cross_dataset",)  # named entries: replaced wholesale by a preset
 
 
@@ -87,3 +87,19 @@ def run_preset(args) -> int:  # argparse.Namespace
           + (": " + ", ".join(changed) if changed else ""))
     print("next: dvc repro   (or dvc exp run to keep the workspace's params as the baseline)")
     return 0
+
+
+def zegclip_preset_config(preset: str, params: Path | None = None, preset_dir: Path = PRESET_DIR,
+                          image_size: int | None = None) -> Config:
+    """The preset's protocol config (merged over `params` when given) with the zegclip decoder and no
+    text prompts: ZegCLIP itself, as the importer and the parameter counts build it."""
+    base = read_yaml(params.read_text(), str(params)) if params is not None and params.is_file() else {}
+    merged = deep_merge(base or {}, load_preset(preset, preset_dir))
+    merged = deep_merge(merged, {"decoder": {"type": "zegclip"}, "prompt": {"text_depth": 0}})
+    merged["ablation"], merged["cross_dataset"] = {}, {}
+    if image_size is not None:
+        merged["data"]["image_size"] = image_size
+    try:
+        return config_from_dict(merged)
+    except ConfigError as err:
+        raise ConfigError(f"preset {preset!r}: {err}") from None

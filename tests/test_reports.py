@@ -642,8 +642,11 @@ def test_cost_table_reference_and_paper_size_counts(mlflow_report: dict) -> None
     assert "their checkpoint file is not available here" in md
 
 
-def test_cost_table_runs_rows_and_gpu_benchmark(runs_dir: Path, tmp_path: Path) -> None:
+def test_cost_table_runs_rows_and_gpu_benchmark(runs_dir: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from ldvc.reports.cost import count_run
+
+    monkeypatch.chdir(tmp_path)  # relative checkpoint names must not find a real run of the working directory
 
     gpu = tmp_path / "benchmarks_gpu.json"
     gpu.write_text(json.dumps([{"benchmark": "throughput", "model": "vitb16", "decoder": "zegclip",

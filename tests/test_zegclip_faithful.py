@@ -19,7 +19,8 @@ from ldvc.config import config_from_dict, deep_merge, load_config
 from ldvc.model.build import build_segmentor
 from ldvc.model.clip_loader import create_clip
 from ldvc.model.image_encoder import resize_positional_embedding
-from ldvc.model.zegclip_import import import_state, zegclip_layout
+from ldvc.model.zegclip_layout import zegclip_layout
+from ldvc.zegclip_import import import_state
 
 CLASSES = ["red", "blue", "striped red", "dotted teal", "yellow"]
 

@@ -16,15 +16,10 @@ from ldvc.data.classes import VOC_CLASSES
 from ldvc.model.build import build_segmentor
 from ldvc.model.clip_loader import create_clip
 from ldvc.model.param_count import count_parameters
-from ldvc.model.zegclip_import import (
-    ZegCLIPImportError,
-    import_state,
-    import_zegclip,
-    load_state_dict,
-    preset_config,
-    zegclip_layout,
-)
+from ldvc.model.zegclip_layout import zegclip_layout
+from ldvc.presets import zegclip_preset_config
 from ldvc.train.checkpoint import load_checkpoint
+from ldvc.zegclip_import import ZegCLIPImportError, import_state, import_zegclip, load_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 def voc():
     torch.manual_seed(0)
     clip = create_clip("ViT-B-16")  # random weights: the layout, not the values, is under test
-    cfg = preset_config("voc", None, REPO / "presets")
+    cfg = zegclip_preset_config("voc", None, REPO / "presets")
     return cfg, clip
 
 

@@ -22,7 +22,7 @@ num_layers 3, num_heads 8, embed_dims 512, use_proj False), point by point:
 What this module does not build, and why: the last layer's value/output projections, its norms
 and its FFN produce queries that nothing reads (the mask logits come from that layer's q and k),
 and no layer's `self_attn`/`norm1` is ever called; ZegCLIP's checkpoints carry those tensors, so
-`ldvc.model.zegclip_import` reports them as skipped, by name, and `ldvc.model.param_count` counts
+`ldvc.zegclip_import` reports them as skipped, by name, and `ldvc.model.param_count` counts
 the parameters both ways ("as ZegCLIP counts" and "used by the forward").
 """
 

@@ -127,10 +127,9 @@ def count_model(cfg: Any, class_names: Sequence[str], window: int) -> ModelCount
 def paper_config(preset: str, decoder: str, text_depth: int) -> Any:
     """The preset's config (presets/<preset>.yaml over the defaults) with the given decoder and text prompts."""
     from ldvc.config import config_from_dict
-    from ldvc.model.param_count import PRESET_DIR
-    from ldvc.model.zegclip_import import preset_config
+    from ldvc.presets import zegclip_preset_config
 
-    raw = preset_config(preset, None, PRESET_DIR).to_dict()
+    raw = zegclip_preset_config(preset).to_dict()
     raw["decoder"]["type"], raw["prompt"]["text_depth"] = decoder, text_depth
     return config_from_dict(raw)
 

@@ -46,8 +46,7 @@ from accelerate.utils import DistributedDataParallelKwargs
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ldvc.checkpoint_uri import portable_path
-from ldvc.config import Config
+from ldvc.config import Config, portable_path
 from ldvc.data.dataset import DatasetError, SegmentationFolder, StepBatchSampler, TrainStream
 from ldvc.data.normalize import normalize
 from ldvc.model import losses

@@ -6,7 +6,7 @@ ATMSingleHeadSeg head) onto this repository's `zegclip` model, so that our evalu
 checked against ZegCLIP's published numbers (VOC inductive 91.9 / 77.8 / 84.3): the fastest proof
 that both the baseline and the evaluation protocol are right.
 
-The key layout is derived from ZegCLIP's code (`zegclip_layout`), every key with a role:
+The key layout is derived from ZegCLIP's code (ldvc/model/zegclip_layout.py), every key with a role:
 - learnable, imported: backbone.prompt_embeddings (1, n, 768) + deep_prompt_embeddings (L-1, n, 768)
   -> image_encoder.prompts; backbone.prompt_proj / prompt_norm; decode_head.q_proj ->
   decoder.relationship.proj; decode_head.decoder_1.layers.<i>.multihead_attn.{q,k,v,proj},
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,93 +36,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ldvc.config import Config, ConfigError, config_from_dict, deep_merge, read_yaml
+from ldvc.config import Config
+from ldvc.model.zegclip_layout import OPTIONAL_BUFFERS, our_name, zegclip_layout
+from ldvc.presets import zegclip_preset_config
 
 TOLERANCE = 1e-4  # frozen CLIP tensors must match ours to this (fp32 copies of the same weights)
 
 
 class ZegCLIPImportError(ValueError):
     """The checkpoint is not a ZegCLIP checkpoint of the expected layout (message names the keys)."""
-
-
-def zegclip_layout(cfg: Config, clip_model: nn.Module) -> dict[str, tuple[tuple[int, ...], str]]:
-    """{ZegCLIP state-dict key: (shape, role)} for the model `cfg` describes on `clip_model`.
-
-    Roles: "import" (learnable, mapped), "unused" (learnable in ZegCLIP, never used by its forward),
-    "backbone" / "text" (frozen CLIP), "buffer" (non-parameter state)."""
-    visual = clip_model.visual
-    width = visual.class_embedding.shape[-1]
-    layers = len(visual.transformer.resblocks)
-    n = cfg.prompt.visual_tokens
-    grid = cfg.data.image_size // visual.conv1.stride[0]
-    w, f = cfg.decoder.width, cfg.decoder.ffn
-    embed = visual.proj.shape[1]
-    out: dict[str, tuple[tuple[int, ...], str]] = {}
-    for k, t in visual.state_dict().items():
-        shape = (1 + grid * grid, width) if k == "positional_embedding" else tuple(t.shape)
-        out[f"backbone.{k}"] = (shape, "backbone")
-    for k, t in clip_model.state_dict().items():
-        if not k.startswith("visual.") and k != "logit_scale" and k != "attn_mask":
-            out[f"text_encoder.{k}"] = (tuple(t.shape), "text")
-    out["backbone.prompt_embeddings"] = ((1, n, width), "import")
-    out["backbone.deep_prompt_embeddings"] = ((layers - 1, n, width), "import")
-    out["backbone.prompt_proj.weight"] = ((width, width), "import")
-    out["backbone.prompt_proj.bias"] = ((width,), "import")
-    out["backbone.prompt_norm.weight"] = ((width,), "import")
-    out["backbone.prompt_norm.bias"] = ((width,), "import")
-    out["decode_head.q_proj.weight"] = ((w, 2 * embed), "import")
-    out["decode_head.q_proj.bias"] = ((w,), "import")
-    last = cfg.decoder.layers - 1
-    for i in range(cfg.decoder.layers):
-        p = f"decode_head.decoder_1.layers.{i}."
-        role = "unused" if i == last else "import"
-        out[p + "self_attn.in_proj_weight"] = ((3 * w, w), "unused")
-        out[p + "self_attn.in_proj_bias"] = ((3 * w,), "unused")
-        out[p + "self_attn.out_proj.weight"] = ((w, w), "unused")
-        out[p + "self_attn.out_proj.bias"] = ((w,), "unused")
-        for name in ("q", "k"):
-            out[p + f"multihead_attn.{name}.weight"] = ((w, w), "import")
-            out[p + f"multihead_attn.{name}.bias"] = ((w,), "import")
-        for name in ("v", "proj"):
-            out[p + f"multihead_attn.{name}.weight"] = ((w, w), role)
-            out[p + f"multihead_attn.{name}.bias"] = ((w,), role)
-        out[p + "linear1.weight"] = ((f, w), role)
-        out[p + "linear1.bias"] = ((f,), role)
-        out[p + "linear2.weight"] = ((w, f), role)
-        out[p + "linear2.bias"] = ((w,), role)
-        for norm in ("norm2", "norm3"):
-            out[p + f"{norm}.weight"] = ((w,), role)
-            out[p + f"{norm}.bias"] = ((w,), role)
-        out[p + "norm1.weight"] = ((w,), "unused")
-        out[p + "norm1.bias"] = ((w,), "unused")
-    return out
-
-
-OPTIONAL_BUFFERS = re.compile(r"^decode_head\.loss_decode\.criterion\.empty_weight$")
-
-
-def our_name(key: str) -> str | None:
-    """ldvc parameter name of an imported ZegCLIP key (prompt embeddings are handled apart)."""
-    simple = {
-        "backbone.prompt_proj.weight": "image_encoder.prompt_proj.weight",
-        "backbone.prompt_proj.bias": "image_encoder.prompt_proj.bias",
-        "backbone.prompt_norm.weight": "image_encoder.prompt_norm.weight",
-        "backbone.prompt_norm.bias": "image_encoder.prompt_norm.bias",
-        "decode_head.q_proj.weight": "decoder.relationship.proj.weight",
-        "decode_head.q_proj.bias": "decoder.relationship.proj.bias",
-    }
-    if key in simple:
-        return simple[key]
-    m = re.match(r"^decode_head\.decoder_1\.layers\.(\d+)\.(.+)$", key)
-    if not m:
-        return None
-    i, rest = m.group(1), m.group(2)
-    rest = re.sub(r"^multihead_attn\.", "cross_attn.", rest)
-    rest = {"norm2.weight": "norm_attn.weight", "norm2.bias": "norm_attn.bias",
-            "norm3.weight": "norm_ffn.weight", "norm3.bias": "norm_ffn.bias",
-            "linear1.weight": "ffn.0.weight", "linear1.bias": "ffn.0.bias",
-            "linear2.weight": "ffn.3.weight", "linear2.bias": "ffn.3.bias"}.get(rest, rest)
-    return f"decoder.layers.{i}.{rest}"
 
 
 def _safe_globals() -> list[Any]:
@@ -159,22 +80,6 @@ def load_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ZegCLIPImportError(f"{path}: no tensor state_dict found (keys: {sorted(raw)[:8]})")
     return {k.removeprefix("module."): v for k, v in state.items()}, meta
-
-
-def preset_config(preset: str, params: Path | None, preset_dir: Path, image_size: int | None = None) -> Config:
-    """The preset's protocol config with the zegclip decoder and no text prompts (ZegCLIP itself)."""
-    from ldvc.presets import load_preset
-
-    base = read_yaml(params.read_text(), str(params)) if params is not None and params.is_file() else {}
-    merged = deep_merge(base or {}, load_preset(preset, preset_dir))
-    merged = deep_merge(merged, {"decoder": {"type": "zegclip"}, "prompt": {"text_depth": 0}})
-    merged["ablation"], merged["cross_dataset"] = {}, {}
-    if image_size is not None:
-        merged["data"]["image_size"] = image_size
-    try:
-        return config_from_dict(merged)
-    except ConfigError as err:
-        raise ConfigError(f"preset {preset!r}: {err}") from None
 
 
 def import_state(cfg: Config, state: dict[str, torch.Tensor], model: nn.Module, clip_model: nn.Module,
@@ -257,7 +162,7 @@ def import_zegclip(checkpoint: Path, out: Path, preset: str = "voc", setting: st
 
     if setting not in ("inductive", "transductive"):
         raise ValueError(f"--setting must be inductive or transductive, got {setting!r}")
-    cfg = preset_config(preset, params, preset_dir)
+    cfg = zegclip_preset_config(preset, params, preset_dir)
     state, meta = load_state_dict(Path(checkpoint))  # before the (large) model is built
     names = class_names or dataset_classes(cfg.data)
     split = make_split(names, cfg.split.unseen, cfg.data.dataset)
