@@ -212,9 +212,16 @@ def part_slide_fps(args: argparse.Namespace, device: Any) -> list[dict[str, Any]
             "fps_fp32": n / (t["fp32"].median_ms / 1e3),
             "fps_bf16": n / (t["bf16"].median_ms / 1e3) if "bf16" in t else None,
             "zegclip_paper_fps": ZEGCLIP_FPS.get(cfg.data.dataset), "device": str(device),
+            "dataset": cfg.data.dataset, "gpu": _device_name(device),
         })
         del model
     return records
+
+
+def _device_name(device: Any) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
 
 
 def _slide_fn(model: Any, image: Any, e: Any, n: int, amp: bool) -> Callable[[], None]:

@@ -699,3 +699,18 @@ def test_variant_named_cross_is_refused(tmp_path: Path) -> None:
     (d / "metrics.json").write_text(json.dumps({"dataset": "synthetic", "hIoU": 1.0}))
     with pytest.raises(ReportError, match="variant named 'cross' collides with runs/cross/"):
         load_runs_dir(tmp_path / "runs")
+
+
+def test_gpu_benchmark_reads_the_device_checks_records(tmp_path: Path) -> None:
+    """benchmarks/gpu.py writes `gpu_slide_fps` records: the cost table takes their float32 FPS."""
+    from ldvc.reports.cost import read_gpu_benchmark
+
+    path = tmp_path / "benchmarks_gpu.json"
+    path.write_text("\n".join(json.dumps(r) for r in [
+        {"benchmark": "gpu_slide_fps", "decoder": "zegclip", "fps_fp32": 31.5, "fps_bf16": 60.0, "dataset": "voc",
+         "gpu": "NVIDIA H200"},
+        {"benchmark": "gpu_train_step", "decoder": "lctd", "images_per_s": 100.0},
+    ]) + "\n")
+    speeds = read_gpu_benchmark(path)
+    assert set(speeds) == {("voc", "zegclip")} and speeds[("voc", "zegclip")].fps == 31.5
+    assert speeds[("voc", "zegclip")].hardware == "NVIDIA H200"

@@ -23,9 +23,10 @@ Our choices:
 - Counting never breaks the report: a failure leaves '-' in the cell and says why in the notes.
   Paper-size counts are cached for the process (they depend only on the code), run counts per
   checkpoint file (path, size, mtime).
-- GPU benchmark records: JSON (a list, {"records": [...]} or JSON lines) of benchmarks/throughput.py
-  records with model "vitb16" (VOC preset unless a "preset"/"dataset" field says otherwise); FPS is
-  `fps` when given, else `eval_slide_images_per_s` (ZegCLIP's test configs use slide inference).
+- GPU benchmark records: JSON (a list, {"records": [...]} or JSON lines): the device check's
+  `gpu_slide_fps` records (benchmarks/gpu.py --json; FPS = its float32 sliding-window figure, as
+  ZegCLIP measured) or benchmarks/throughput.py records with model "vitb16" (FPS = `fps` when given,
+  else `eval_slide_images_per_s`); VOC preset unless a "preset"/"dataset" field says otherwise.
 """
 
 from __future__ import annotations
@@ -209,9 +210,14 @@ def read_gpu_benchmark(path: Path) -> dict[tuple[str, str], GpuSpeed]:
         raise ValueError(f"{path}: expected a list of benchmark records, got {type(data).__name__}")
     out: dict[tuple[str, str], GpuSpeed] = {}
     for rec in data:
-        if not isinstance(rec, dict) or rec.get("model") != "vitb16" or "decoder" not in rec:
+        if not isinstance(rec, dict) or "decoder" not in rec:
             continue
-        fps = rec.get("fps", rec.get("eval_slide_images_per_s"))
+        if rec.get("benchmark") == "gpu_slide_fps":  # benchmarks/gpu.py (the device check): float32, as ZegCLIP
+            fps = rec.get("fps_fp32")
+        elif rec.get("model") == "vitb16":  # benchmarks/throughput.py --model vitb16
+            fps = rec.get("fps", rec.get("eval_slide_images_per_s"))
+        else:
+            continue
         if not isinstance(fps, (int, float)) or not math.isfinite(fps):
             continue
         preset = str(rec.get("preset") or rec.get("dataset") or "voc")
