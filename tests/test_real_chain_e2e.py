@@ -74,3 +74,38 @@ def test_voc_preset_chain_from_urls(tmp_path):
     ours = [line for line in table.splitlines() if line.startswith("| inductive | LDVC (ours)")]
     assert len(ours) == 1 and ours[0].count("[R*]") == 4 and "[R]" not in ours[0], table
     assert "train.iters=4 (protocol: 20000)" in table
+
+
+def test_context59_preset_chain_from_urls(tmp_path):
+    """`ldvc preset context59` + `dvc repro`: VOC2010 images and PASCAL-Context .mat labels served on
+    127.0.0.1 in the real layouts -> 59 classes with Cascade-CLIP's unseen split -> train -> evaluate,
+    recorded against the context59 protocol (shrunk, so marked as deviating)."""
+    from fixtures.mini_datasets import CTX_TRAIN, CTX_VAL, build_mini_context59
+
+    from ldvc.data.classes import CONTEXT59_CLASSES
+
+    archives = build_mini_context59(tmp_path / "www")
+    repo = clone_working_tree(tmp_path / "repo", commit=False)
+    run(["ldvc", "preset", "context59"], repo)
+    with serve_directory(tmp_path / "www") as url:
+        sources = {name: {"url": url + path.name, "md5": md5 or "none"} for name, (path, md5) in archives.items()}
+        shrink = {**SHRINK, "data": {**SHRINK["data"], "sources": sources}, "prompt": {"visual_tokens": 2},
+                  "ablation": {}}
+        write_params(repo, shrink)
+        run(["git", "init", "-q"], repo)
+        run(["git", "add", "-A"], repo)
+        run(["git", "commit", "-qm", "context59 preset, shrunk"], repo)
+        out = run(["dvc", "repro", "evaluate_inductive"], repo)
+    text = out.stdout + out.stderr
+    for stage in ("inputs", "download", "split", "clip", "train_inductive@0", "evaluate_inductive@0"):
+        assert f"Running stage '{stage}'" in text
+    meta = json.loads((repo / "data/prepared/meta.json").read_text())
+    assert meta["dataset"] == "context59" and meta["classes"] == list(CONTEXT59_CLASSES)
+    assert meta["splits"] == {"train": len(CTX_TRAIN), "val": len(CTX_VAL)}
+    split = json.loads((repo / "data/split.json").read_text())
+    assert split["unseen"] == [0, 2, 3, 7, 9, 13, 17, 19, 31, 37] and len(split["seen"]) == 49
+    metrics = json.loads((repo / "runs/ldvc/seed0/inductive/metrics.json").read_text())
+    assert metrics["dataset"] == "context59" and metrics["protocol"] == "context59"
+    assert not metrics["protocol_conformant"] and metrics["protocol_deviations"]["train.iters"]["protocol"] == 40000
+    for key in ("pAcc", "mIoU_seen", "mIoU_unseen", "hIoU"):
+        assert 0.0 <= metrics[key] <= 100.0
