@@ -165,8 +165,8 @@ def annotate_metrics(out_dir: Path, cfg: Config, variant: str, seed: int, settin
     Protocol deviations compare the TRAINING keys of the evaluated checkpoint's recorded config and
     the EVALUATION keys of `cfg` with presets/<project.protocol>.yaml (ldvc/protocol.py)."""
     from ldvc.environment import versions
+    from ldvc.files import write_json_atomic
     from ldvc.protocol import describe, deviations
-    from ldvc.tracking import write_json_atomic
     from ldvc.train.checkpoint import load_checkpoint
 
     metrics = read_json(out_dir / "metrics.json")

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from ldvc.config import Config, flatten, load_config, read_yaml, repo_root
 from ldvc.environment import versions
+from ldvc.files import sha256_file, write_json_atomic
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -434,7 +435,7 @@ class StageRun:
                 step = int(ckpt["step"])
         client = self._client()
         model_name = _MODEL_NAME_BAD.sub("_", name or self._default_model_name()).strip("_") or "checkpoint"
-        sha = _sha256(path)
+        sha = sha256_file(path)
         tags = {k: v for k, v in self.tags.items() if k.startswith("ldvc.") and k != ROLE_TAG}
         tags.update({"ldvc.checkpoint_file": path.name, "ldvc.checkpoint_sha256": sha, "ldvc.stage": self.stage})
         params = {k: _param_str(v) for k, v in flatten(dict(info or {})).items()}
@@ -509,14 +510,6 @@ def _view_created_ms(value: str | None) -> int | None:
         return int(json.loads(value or "")["createdAt"])
     except (ValueError, KeyError, TypeError):
         return None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_mlmodel(dest: Path, model: Any, run_id: str | None, file_name: str, sha: str) -> None:
@@ -608,22 +601,7 @@ def stage_run(stage: str, cfg: Config, tags: dict[str, Any] | None = None, main_
         _finish_parent(client, root, parent, status)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file beside `path`, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 __all__ = [
     "StageRun", "dvc_lock_digest", "ensure_experiment", "ensure_parent_run", "experiment_ui_url", "git_commit",
-    "params_file", "pipeline_id", "stage_run", "store_lock", "tracking_uri", "write_json_atomic",
+    "params_file", "pipeline_id", "stage_run", "store_lock", "tracking_uri",
 ]

@@ -28,7 +28,6 @@ any other pickled global is refused, naming it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from ldvc.config import Config
+from ldvc.files import sha256_file
 from ldvc.model.zegclip_layout import OPTIONAL_BUFFERS, our_name, zegclip_layout
 from ldvc.presets import zegclip_preset_config
 
@@ -181,8 +181,8 @@ def import_zegclip(checkpoint: Path, out: Path, preset: str = "voc", setting: st
         "seen": split["seen"],
         "unseen": split["unseen"],
         "clip": {"model": cfg.clip.model, "weights": str(clip_weights) if clip_weights else None,
-                 "sha256": ckpt_io.sha256_file(clip_weights)},
-        "imported_from": {"path": str(checkpoint), "sha256": _sha256(Path(checkpoint)), "format": "zegclip-mmseg",
+                 "sha256": sha256_file(clip_weights) if clip_weights else None},
+        "imported_from": {"path": str(checkpoint), "sha256": sha256_file(checkpoint), "format": "zegclip-mmseg",
                           "skipped": report["skipped"], "clip_max_diff": report["clip_max_diff"]},
     }
     ckpt_io.atomic_save(payload, Path(out))
@@ -195,14 +195,6 @@ def import_zegclip(checkpoint: Path, out: Path, preset: str = "voc", setting: st
     else:
         log(f"frozen CLIP matches the given weights (max |diff| {report['clip_max_diff']:.2g})")
     return report
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ mIoU(U) compare with the zero-shot rows. One MLflow run per (variant, seed), tag
 from __future__ import annotations
 
 from ldvc.data.digest import DIGEST_FILE
+from ldvc.files import write_json_atomic
 from ldvc.pipeline import (
     annotate_metrics,
     is_main_process,
@@ -22,7 +23,7 @@ from ldvc.pipeline import (
     run_tags,
     training_split,
 )
-from ldvc.tracking import stage_run, write_json_atomic
+from ldvc.tracking import stage_run
 
 
 def main() -> None:

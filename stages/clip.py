@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ldvc.config import repo_root
+from ldvc.files import write_json_atomic
 from ldvc.model.clip_weights import resolve_weights
 from ldvc.pipeline import CLIP_DIR, CLIP_RECORD, METRICS, load_stage_config
-from ldvc.tracking import stage_run, write_json_atomic
+from ldvc.tracking import stage_run
 
 
 def main() -> None:

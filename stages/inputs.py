@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from ldvc.config import load_config, repo_root
 from ldvc.data.inputs import fingerprint_inputs
+from ldvc.files import write_json_atomic
 from ldvc.pipeline import CROSS_INPUTS_FILE, INPUTS_FILE, check_code_tree
-from ldvc.tracking import write_json_atomic
 
 
 def main() -> None:

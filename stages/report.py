@@ -9,9 +9,10 @@ Reproduced numbers that deviate from their protocol are marked [R*] in every tab
 
 from __future__ import annotations
 
+from ldvc.files import write_json_atomic
 from ldvc.pipeline import METRICS, REPORTS, RUNS, load_stage_config, numeric
 from ldvc.reports import build_reports, records_from_runs
-from ldvc.tracking import stage_run, write_json_atomic
+from ldvc.tracking import stage_run
 
 
 def main() -> None:

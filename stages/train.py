@@ -7,6 +7,7 @@ Inductive: seen classes only. Transductive: starts from the inductive checkpoint
 from __future__ import annotations
 
 from ldvc.data.digest import DIGEST_FILE
+from ldvc.files import write_json_atomic
 from ldvc.pipeline import (
     is_main_process,
     log_dataset_input,
@@ -16,7 +17,7 @@ from ldvc.pipeline import (
     run_inputs,
     run_tags,
 )
-from ldvc.tracking import stage_run, write_json_atomic
+from ldvc.tracking import stage_run
 
 
 def main() -> None:

@@ -11,23 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from ldvc.data.canonical import META_FILE, SPLITS
+from ldvc.files import sha256_file, write_json_atomic
 
 DIGEST_FILE = Path("data/dataset_digest.json")
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _tree_files(root: Path, split: str) -> list[Path]:
@@ -50,7 +42,7 @@ def dataset_digest(root: str | os.PathLike, name: str, progress: bool = True) ->
         size = 0
         for f in tqdm(files, desc=f"digest {split}", unit=" files", disable=not progress or len(files) < 1000):
             rel = f.relative_to(root).as_posix()
-            digest = _file_sha256(f)
+            digest = sha256_file(f)
             h.update(f"{rel}\0{digest}\n".encode())
             size += f.stat().st_size
         splits[split] = {"digest": h.hexdigest(), "files": len(files), "bytes": size}
@@ -60,13 +52,7 @@ def dataset_digest(root: str | os.PathLike, name: str, progress: bool = True) ->
 
 def write_dataset_digest(root: str | os.PathLike, out: str | os.PathLike, name: str) -> dict[str, Any]:
     record = dataset_digest(root, name)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, out)
+    write_json_atomic(Path(out), record)
     return record
 
 

@@ -320,13 +320,10 @@ def probe(source: Source, *, timeout: float = 30.0, retries: int = 2, backoff: f
                 pass  # a server that drops HEAD requests
             return _probe_once(source.url, "GET", timeout)
         except urllib.error.HTTPError as err:
-            if err.code in TRANSIENT or err.code >= 500:
-                last = err
-                continue
-            raise DownloadError(
-                f"{source.url}: HTTP {err.code} {err.reason} for source {source.name!r} ({source.filename}); set "
-                f"data.sources.{source.name}.url to a working mirror or a local copy of {source.filename}"
-            ) from None
+            permanent = http_failure(source, err)
+            if permanent is not None:
+                raise permanent from None
+            last = err
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as err:
             last = err
     raise DownloadError(
@@ -356,6 +353,17 @@ def _probe_once(url: str, method: str, timeout: float) -> dict[str, Any]:
 def validators_of(probed: dict[str, Any]) -> dict[str, Any]:
     """The part of a `probe` answer that identifies the server's content (ETag, Last-Modified, size)."""
     return {"etag": probed.get("etag"), "last_modified": probed.get("last_modified"), "size": probed.get("size")}
+
+
+def http_failure(source: Source, err: urllib.error.HTTPError) -> DownloadError | None:
+    """The error to raise for an HTTP status that retrying cannot fix (404, 403, ...), naming the
+    source and the fix; None for a transient one (408, 429, 5xx: retry)."""
+    if err.code in TRANSIENT or err.code >= 500:
+        return None
+    return DownloadError(
+        f"{source.url}: HTTP {err.code} {err.reason} for source {source.name!r} ({source.filename}); set "
+        f"data.sources.{source.name}.url to a working mirror or a local copy of {source.filename}"
+    )
 
 
 def server_differs(was: dict[str, Any], now: dict[str, Any], cached_size: int) -> bool:
@@ -465,13 +473,10 @@ def _download(source: Source, part: Path, *, retries: int, backoff: float, timeo
                 part.unlink(missing_ok=True)
                 last_error = err
                 continue
-            if err.code in TRANSIENT or err.code >= 500:
-                last_error = err
-                continue
-            raise DownloadError(
-                f"{source.url}: HTTP {err.code} {err.reason} for source {source.name!r}; set "
-                f"data.sources.{source.name}.url to a working mirror or a local copy of {source.filename}"
-            ) from err
+            permanent = http_failure(source, err)
+            if permanent is not None:
+                raise permanent from err
+            last_error = err
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as err:
             last_error = err
     raise DownloadError(

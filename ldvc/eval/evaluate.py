@@ -40,6 +40,7 @@ from ldvc.eval.fragmentation import FragmentationMeter, summarize_fragmentation
 from ldvc.eval.inference import calibrated_labels, infer_scores
 from ldvc.eval.metrics import ConfusionMatrix, summarize
 from ldvc.eval.visualize import confusion_figure, overlay_figure, to_uint8_image, visual_sample
+from ldvc.files import sha256_file
 from ldvc.model.build import build_model
 from ldvc.train import checkpoint as ckpt_io
 from ldvc.train.loop import make_accelerator
@@ -63,7 +64,7 @@ def check_clip(ckpt: dict, clip_model: str, clip_weights: Path | None, source: P
             f"(without it the frozen CLIP would be randomly initialised)"
         )
     if rec.get("sha256") and clip_weights is not None:
-        sha = ckpt_io.sha256_file(clip_weights)
+        sha = sha256_file(clip_weights)
         if sha != rec["sha256"]:
             raise ckpt_io.CheckpointError(
                 f"CLIP weights {clip_weights} (sha256 {sha[:12]}...) are not the ones checkpoint {source} was "

@@ -14,7 +14,6 @@ a 3 s TCP probe of the download host decides; the error says how to supply a loc
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import threading
@@ -23,6 +22,7 @@ from urllib.parse import urlparse
 
 import open_clip
 
+from ldvc.files import sha256_file
 from ldvc.model.clip_loader import PIPELINE_WEIGHTS, register_configs
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
@@ -31,14 +31,6 @@ PROBE_TIMEOUT_S = 3.0
 
 class WeightsUnavailableError(RuntimeError):
     """The requested CLIP weights cannot be found or downloaded (the message says how to supply them)."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _record(path: Path, source: str) -> dict[str, str]:

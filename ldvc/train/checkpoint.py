@@ -11,7 +11,6 @@ saving leaves either the previous file or the new one, never half of one.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import re
@@ -46,16 +45,6 @@ def list_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
 def latest_checkpoint(out_dir: Path) -> Path | None:
     found = list_checkpoints(out_dir)
     return found[-1][1] if found else None
-
-
-def sha256_file(path: str | Path | None) -> str | None:
-    if path is None:
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def atomic_save(obj: Any, path: Path) -> None:

@@ -49,6 +49,7 @@ from tqdm import tqdm
 from ldvc.config import Config, portable_path
 from ldvc.data.dataset import DatasetError, SegmentationFolder, StepBatchSampler, TrainStream
 from ldvc.data.normalize import normalize
+from ldvc.files import sha256_file
 from ldvc.model import losses
 from ldvc.model.build import build_model
 from ldvc.model.param_count import count_parameters
@@ -236,7 +237,7 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
     params = count_parameters(model)
     # recorded relative to the tree the run happens in (valid in any clone or experiment copy)
     clip_info = {"model": cfg.clip.model, "weights": portable_path(clip_weights, Path.cwd()) if clip_weights else None,
-                 "sha256": ckpt_io.sha256_file(clip_weights)}
+                 "sha256": sha256_file(clip_weights) if clip_weights else None}
     if init is not None:
         ckpt_io.load_learnable_state(model, init["model"], init_checkpoint)
     optimizer = build_optimizer(model, t)
