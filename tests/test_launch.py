@@ -143,7 +143,7 @@ def test_real_two_process_cpu_launch(tmp_path: Path) -> None:
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     # two processes share one stdout: their lines may interleave, so match the records, not lines
-    ranks = sorted(re.findall(r"RANK \d WORLD \d BACKEND \w+", done.stdout))
+    ranks = sorted(re.findall(r"RANK \d WORLD \d BACKEND [a-z]+", done.stdout))
     assert ranks == ["RANK 0 WORLD 2 BACKEND gloo", "RANK 1 WORLD 2 BACKEND gloo"]
 
 

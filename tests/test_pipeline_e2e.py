@@ -192,35 +192,37 @@ def _wait_for_queue(repo: Path, timeout: float = 1500.0) -> str:
 def test_parallel_queue_on_a_fresh_clone_runs_each_experiments_own_code(pipeline, tmp_path):
     """Two queued experiments started with -j 2 on a fresh clone (no MLflow store yet: its creation
     must not race); the one that edits a constant under ldvc/ runs its own code (not the
-    workspace's, although ldvc is pip-installed from the workspace), the other reproduces the
-    workspace run of the same code and params bit for bit."""
+    workspace's, although ldvc is pip-installed from the workspace): its synthetic images, and so
+    its prepared data's content digest, differ from the workspace's; the unedited one prepares the
+    workspace's data byte for byte and reaches the workspace's metrics (within a float tolerance:
+    queue workers may run torch with another thread count, which changes float sums)."""
     repo = tmp_path / "fresh"
     repo.mkdir()
     _clone(repo, ablation={}, cross={})  # the main runs only (they do not depend on those sections)
     assert not (repo / "mlflow.db").exists()
     _run(["dvc", "exp", "run", "--queue", "--name", "same-code", "-S", "eval.seen_bias=0.1"], repo)
-    build = repo / "ldvc" / "model" / "build.py"
-    original = build.read_text()
-    assert "MODEL_SEED_SALT = 0x1D17" in original
-    build.write_text(original.replace("MODEL_SEED_SALT = 0x1D17", "MODEL_SEED_SALT = 0x2E28"))  # other init
+    synthetic = repo / "ldvc" / "data" / "synthetic.py"
+    original = synthetic.read_text()
+    assert "DARK_TONE = 0.4\n" in original
+    synthetic.write_text(original.replace("DARK_TONE = 0.4\n", "DARK_TONE = 0.55\n"))  # other pattern tones
     _run(["dvc", "exp", "run", "--queue", "--name", "other-code"], repo)
-    build.write_text(original)  # the workspace keeps the original code
+    synthetic.write_text(original)  # the workspace keeps the original code
     _run(["dvc", "queue", "start", "-j", "2"], repo)
     status = _wait_for_queue(repo)
     assert "Failed" not in status, status + _run(["dvc", "queue", "logs", "other-code"], repo).stdout[-4000:]
-    show = json.loads(_run(["dvc", "exp", "show", "--json"], repo).stdout)
-    found = {}
-    for rev in show:
-        for exp in rev.get("experiments") or []:
-            for run in exp.get("revs") or []:
-                data = run.get("data") or {}
-                metrics = (data.get("metrics") or {}).get("metrics/inductive.json", {}).get("data", {})
-                if run.get("name") in ("same-code", "other-code") and "hIoU" in metrics:
-                    found[run["name"]] = metrics
-    workspace = json.loads((pipeline["repo"] / "metrics" / "inductive.json").read_text())
-    assert set(found) == {"same-code", "other-code"}, show
-    assert found["same-code"] == workspace  # same code and params: the same numbers, bit for bit
-    assert found["other-code"] != workspace  # the experiment ran its own (edited) code
+    workspace = pipeline["repo"]
+    digest = {}
+    metrics = {}
+    for name in ("same-code", "other-code"):
+        _run(["dvc", "exp", "apply", name], repo)
+        digest[name] = json.loads((repo / "data" / "dataset_digest.json").read_text())["digest"]
+        metrics[name] = json.loads((repo / "metrics" / "inductive.json").read_text())
+    ours = json.loads((workspace / "data" / "dataset_digest.json").read_text())["digest"]
+    assert digest["same-code"] == ours  # the workspace's code: the same data, byte for byte
+    assert digest["other-code"] != ours  # the experiment ran its own (edited) code
+    expected = json.loads((workspace / "metrics" / "inductive.json").read_text())
+    for key, value in expected.items():
+        assert metrics["same-code"][key] == pytest.approx(value, abs=0.5), (key, metrics, expected)
 
 
 def test_mlflow_ui_opens_on_one_parent_row_per_pipeline_run(pipeline, tmp_path):
