@@ -97,11 +97,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train_run(args: argparse.Namespace) -> int:
+    from ldvc.pipeline import is_main_process
     from ldvc.train.loop import train_segmentor
 
     cfg, split, root = _load(args)
     summary = train_segmentor(cfg, args.setting, split, root, args.clip_weights, args.out, args.init_checkpoint)
-    print(json.dumps(summary))
+    if is_main_process():  # one summary line, not one per rank glued together by the launcher
+        print(json.dumps(summary))
     return 0
 
 
@@ -114,6 +116,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def _evaluate_run(args: argparse.Namespace) -> int:
     from ldvc.checkpoint_uri import resolve_checkpoint, resolve_clip_weights
     from ldvc.eval.evaluate import evaluate_checkpoint
+    from ldvc.pipeline import is_main_process
     from ldvc.train.checkpoint import load_checkpoint
 
     cfg, split, root = _load(args)
@@ -121,7 +124,8 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     # without --clip-weights: the CLIP the checkpoint was trained with (recorded path, sha256-checked later)
     clip_weights = resolve_clip_weights(load_checkpoint(ckpt)["clip"].get("weights"), ckpt, args.clip_weights)
     metrics = evaluate_checkpoint(cfg, args.setting, split, root, ckpt, clip_weights, args.out)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "per_class"}))
+    if is_main_process():
+        print(json.dumps({k: v for k, v in metrics.items() if k != "per_class"}))
     return 0
 
 
