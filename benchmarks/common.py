@@ -19,12 +19,13 @@ Our choices:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -32,6 +33,26 @@ from typing import Any
 import torch
 
 MB = 1024.0 * 1024.0
+
+
+def add_timing_args(p: argparse.ArgumentParser, *, repeats_help: str, warmup: int, warmup_help: str,
+                    time_cap: float, time_cap_help: str) -> None:
+    """The options of every side-by-side timing script: rounds, warm-up, time cap, threads, device, bars.
+    `--repeats` stays None when not given: each script's default depends on its --quick."""
+    p.add_argument("--repeats", type=int, help=repeats_help)
+    p.add_argument("--warmup", type=int, default=warmup, help=warmup_help)
+    p.add_argument("--time-cap", type=float, default=time_cap, help=time_cap_help)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU (default 1)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    p.add_argument("--no-progress", action="store_true", help="hide the tqdm bars")
+
+
+def require_positive(p: argparse.ArgumentParser, args: argparse.Namespace, names: Iterable[str]) -> None:
+    """Exit with the parser's usage error for the first of these options below 1 (None = not given)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 @dataclass

@@ -36,10 +36,12 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.common import (
+    add_timing_args,
     emit,
     machine_info,
     peak_memory_mb,
     ratio,
+    require_positive,
     resolve_device,
     run_fields,
     setup_threads,
@@ -196,17 +198,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sizes", nargs="+", default=["paper", "default"], choices=["paper", "default", "tiny"],
                    help="paper | default (params.yaml) | tiny (a smoke-test size)")
     p.add_argument("--params", default="params.yaml", help="parameter file for the default size")
-    p.add_argument("--repeats", type=int, help="timed rounds (default 3, quick 2)")
-    p.add_argument("--warmup", type=int, default=0, help="untimed rounds after the first (profiled) call")
-    p.add_argument("--time-cap", type=float, default=30.0, help="per size: no new round after this many s")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU (default 1)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    add_timing_args(p, repeats_help="timed rounds (default 3, quick 2)", warmup=0,
+                    warmup_help="untimed rounds after the first (profiled) call", time_cap=30.0,
+                    time_cap_help="per size: no new round after this many s")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="hide the tqdm bars")
     args = p.parse_args(argv)
     args.repeats = args.repeats if args.repeats is not None else (2 if args.quick else 3)
-    if args.repeats < 1:
-        p.error("--repeats must be at least 1")
+    require_positive(p, args, ("repeats",))
     return args
 
 

@@ -43,7 +43,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from benchmarks.common import emit, machine_info, resolve_device, run_fields, setup_threads
+from benchmarks.common import emit, machine_info, require_positive, resolve_device, run_fields, setup_threads
 from ldvc.config import AugmentConfig
 from ldvc.data import canonical
 from ldvc.data.dataset import SegmentationFolder, StepBatchSampler, TrainStream
@@ -211,9 +211,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true", help="accepted for symmetry with the other scripts")
     args = p.parse_args(argv)
     args.workers = args.workers if args.workers is not None else default_workers()
-    for name in ("images", "image_size", "batch", "batches", "prefetch"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    require_positive(p, args, ("images", "image_size", "batch", "batches", "prefetch"))
     if any(w < 0 for w in args.workers):
         p.error("--workers must be >= 0")
     if min(args.hw) < 16:

@@ -44,10 +44,12 @@ from tqdm import tqdm
 
 from benchmarks.common import (
     MB,
+    add_timing_args,
     emit,
     machine_info,
     peak_memory_mb,
     ratio,
+    require_positive,
     resolve_device,
     run_fields,
     setup_threads,
@@ -278,16 +280,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--repeats", type=int, help="timed rounds (default 5, quick 2)")
-    p.add_argument("--warmup", type=int, default=0,
-                   help="untimed calls after the first (profiled, also warm-up) call (default 0)")
-    p.add_argument("--time-cap", type=float, default=20.0,
-                   help="per grid: no new timed round starts after this many seconds (default 20)")
+    add_timing_args(p, repeats_help="timed rounds (default 5, quick 2)", warmup=0,
+                    warmup_help="untimed calls after the first (profiled, also warm-up) call (default 0)",
+                    time_cap=20.0, time_cap_help="per grid: no new timed round starts after this many seconds "
+                    "(default 20)")
     p.add_argument("--max-gather-mb", type=float, default=4096.0,
                    help="skip gather configurations estimated to need more memory (default 4096)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU (default 1)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    p.add_argument("--no-progress", action="store_true", help="hide the tqdm bars")
     args = p.parse_args(argv)
     args.grids = args.grids or list(QUICK_GRIDS if args.quick else FULL_GRIDS)
     args.regions = args.regions or list(QUICK_REGIONS if args.quick else FULL_REGIONS)
@@ -305,9 +303,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if bad_topk:
         r, k = bad_topk[0]
         p.error(f"--topk {k} exceeds the {r}x{r} = {r * r} regions; lower --topk or raise --regions")
-    for name in ("heads", "head_dim", "batch", "repeats"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    require_positive(p, args, ("heads", "head_dim", "batch", "repeats"))
     return args
 
 

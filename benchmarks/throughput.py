@@ -39,7 +39,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from benchmarks.common import emit, machine_info, resolve_device, run_fields, setup_threads, time_side_by_side
+from benchmarks.common import (
+    add_timing_args,
+    emit,
+    machine_info,
+    require_positive,
+    resolve_device,
+    run_fields,
+    setup_threads,
+    time_side_by_side,
+)
 from benchmarks.setups import build_model, default_config, make_train_step, matmul_fn, paper_config, split_ids
 from ldvc.config import Config, config_from_dict, deep_merge
 from ldvc.eval.inference import slide_inference, whole_inference, window_starts
@@ -102,19 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, help="training batch (default: train.batch_size)")
     p.add_argument("--eval-images", type=int, help="images per evaluation call (default 16, vitb16 8)")
     p.add_argument("--matmul-size", type=int, help="square matmul side (default 1024 CPU, 8192 GPU)")
-    p.add_argument("--repeats", type=int, help="timed rounds (default 5, quick 2)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed rounds before timing")
-    p.add_argument("--time-cap", type=float, default=40.0, help="no new round after this many seconds")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU (default 1)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    p.add_argument("--no-progress", action="store_true", help="hide the tqdm bars")
+    add_timing_args(p, repeats_help="timed rounds (default 5, quick 2)", warmup=1,
+                    warmup_help="untimed rounds before timing", time_cap=40.0,
+                    time_cap_help="no new round after this many seconds")
     args = p.parse_args(argv)
     args.decoders = args.decoders or (["lctd"] if args.quick else list(DECODER_TYPES))
     args.repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
-    for name in ("repeats", "batch_size", "eval_images", "matmul_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    require_positive(p, args, ("repeats", "batch_size", "eval_images", "matmul_size"))
     return args
 
 

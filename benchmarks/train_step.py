@@ -33,10 +33,12 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.common import (
+    add_timing_args,
     emit,
     machine_info,
     peak_memory_mb,
     ratio,
+    require_positive,
     resolve_device,
     run_fields,
     setup_threads,
@@ -157,19 +159,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--params", default="params.yaml", help="parameter file of the default size")
     p.add_argument("--batch", type=int, help="images per step (default: see the module docstring)")
     p.add_argument("--matmul-size", type=int, help="square matmul side (default 1024 CPU, 8192 GPU)")
-    p.add_argument("--repeats", type=int, help="timed rounds (default 3, quick 2)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed rounds before timing (default 1)")
-    p.add_argument("--time-cap", type=float, default=120.0, help="per size: no new round after this many s")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU (default 1)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    add_timing_args(p, repeats_help="timed rounds (default 3, quick 2)", warmup=1,
+                    warmup_help="untimed rounds before timing (default 1)", time_cap=120.0,
+                    time_cap_help="per size: no new round after this many s")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="hide the tqdm bars")
     args = p.parse_args(argv)
     args.repeats = args.repeats if args.repeats is not None else (2 if args.quick else 3)
-    for name in ("repeats", "batch", "matmul_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    require_positive(p, args, ("repeats", "batch", "matmul_size"))
     return args
 
 

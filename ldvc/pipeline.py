@@ -58,6 +58,11 @@ def cross_root(target: str) -> Path:
     return Path(CROSS_ROOT) / target
 
 
+def cross_digest_file(target: str) -> Path:
+    """The cross target's data/dataset_digest.json: written by prepare_cross, logged by evaluate_cross."""
+    return Path(CROSS_ROOT) / f"{target}_digest.json"
+
+
 def check_code_tree(cwd: Path | None = None) -> None:
     """The imported ldvc must be the one of the tree the stage runs in (see the module docstring)."""
     here = (cwd or Path.cwd()).resolve()
@@ -100,6 +105,13 @@ def run_arguments(doc: str | None, with_setting: bool = True) -> argparse.Namesp
     else:
         ap.add_argument("--variant", required=True)
     return ap.parse_args()
+
+
+def cross_target_argument(doc: str | None) -> str:
+    """`--target`: the cross_dataset key of the prepare_cross / evaluate_cross stages."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--target", required=True)
+    return ap.parse_args().target
 
 
 def run_inputs(variant: str, seed: int) -> tuple[Config, dict[str, Any], Path | None]:

@@ -7,14 +7,14 @@ The vocabulary is always `all` here: a target has no unseen classes (launched wi
 
 from __future__ import annotations
 
-import argparse
-
 from ldvc.config import MAIN_VARIANT
 from ldvc.pipeline import (
     RUNS,
     annotate_metrics,
     clip_weights,
+    cross_digest_file,
     cross_root,
+    cross_target_argument,
     dataset_label,
     is_main_process,
     load_stage_config,
@@ -28,12 +28,10 @@ from ldvc.tracking import stage_run
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--target", required=True)
-    args = ap.parse_args()
+    name = cross_target_argument(__doc__)
     base = load_stage_config()
-    target = base.cross_target(args.target)
-    data_root = cross_root(args.target)
+    target = base.cross_target(name)
+    data_root = cross_root(name)
 
     from ldvc.data.canonical import read_meta
     from ldvc.eval.evaluate import cross_split, evaluate_checkpoint
@@ -46,18 +44,18 @@ def main() -> None:
         cfg.project.seed = seed
         cfg.eval.vocabulary = "all"
         checkpoint = run_dir(MAIN_VARIANT, seed, "inductive") / "model.pt"
-        out = RUNS / "cross" / args.target / f"seed{seed}"
-        tags = {**run_tags(cfg, MAIN_VARIANT, seed, "cross"), "ldvc.cross_target": args.target}
+        out = RUNS / "cross" / name / f"seed{seed}"
+        tags = {**run_tags(cfg, MAIN_VARIANT, seed, "cross"), "ldvc.cross_target": name}
         with stage_run("evaluate_cross", cfg, tags=tags, main_process=main_process,
                        record_to=out / "eval_run.json") as run:
             evaluate_checkpoint(cfg, "cross", split, data_root, checkpoint, weights, out, log=run.log_metrics)
             if main_process:
                 metrics = annotate_metrics(out, cfg, MAIN_VARIANT, seed, "cross", checkpoint,
                                            dataset=dataset_label(target),
-                                           extra={"cross_target": args.target,
+                                           extra={"cross_target": name,
                                                   "source_dataset": dataset_label(cfg.data)})
                 run.set_tags(protocol_tags(metrics))
-                log_dataset_input(run, data_root.parent / f"{args.target}_digest.json", "val", "evaluation")
+                log_dataset_input(run, cross_digest_file(name), "val", "evaluation")
                 run.log_metrics(numeric(metrics))
                 for artifact in ("metrics.json", "per_class_iou.csv", "confusion.png", "overlays"):
                     run.log_artifact(out / artifact)

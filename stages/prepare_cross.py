@@ -4,27 +4,31 @@ prepares the training data (same sources, cache and checks)."""
 
 from __future__ import annotations
 
-import argparse
-
 from ldvc.config import repo_root
 from ldvc.data.digest import write_dataset_digest
 from ldvc.data.prepare import prepare_dataset
-from ldvc.pipeline import CROSS_INPUTS_FILE, cross_root, dataset_label, load_stage_config, read_json
+from ldvc.pipeline import (
+    CROSS_INPUTS_FILE,
+    cross_digest_file,
+    cross_root,
+    cross_target_argument,
+    dataset_label,
+    load_stage_config,
+    read_json,
+)
 from ldvc.tracking import stage_run
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--target", required=True)
-    args = ap.parse_args()
+    name = cross_target_argument(__doc__)
     cfg = load_stage_config()
-    target = cfg.cross_target(args.target)
-    out = cross_root(args.target)
-    inputs = read_json(CROSS_INPUTS_FILE).get(args.target, {})
-    with stage_run("prepare_cross", cfg, tags={"ldvc.cross_target": args.target},
-                   record_to=out.parent / f"{args.target}_run.json") as run:
+    target = cfg.cross_target(name)
+    out = cross_root(name)
+    inputs = read_json(CROSS_INPUTS_FILE).get(name, {})
+    with stage_run("prepare_cross", cfg, tags={"ldvc.cross_target": name},
+                   record_to=out.parent / f"{name}_run.json") as run:
         summary = prepare_dataset(target, out, repo_root())
-        digest = write_dataset_digest(out, out.parent / f"{args.target}_digest.json", dataset_label(target))
+        digest = write_dataset_digest(out, cross_digest_file(name), dataset_label(target))
         run.log_dict(summary, "prepare_summary.json")
         run.log_dict(inputs, "inputs.json")
         run.log_dict(digest, "dataset_digest.json")

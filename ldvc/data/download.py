@@ -60,6 +60,8 @@ LOCAL_DIGESTS = "local-digests.json"  # in data.cache_dir: digests of user files
 HEAD_REFUSED = (400, 403, 405, 501)
 OFFICIAL_NOTE = ", the official value in ldvc/data/sources.py"
 TRANSIENT = (408, 429)
+# Failures of the connection itself: retried by probing and downloading alike.
+NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
 
 
 class DownloadError(RuntimeError):
@@ -324,7 +326,7 @@ def probe(source: Source, *, timeout: float = 30.0, retries: int = 2, backoff: f
             if permanent is not None:
                 raise permanent from None
             last = err
-        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as err:
+        except NETWORK_ERRORS as err:
             last = err
     raise DownloadError(
         f"{source.url}: not reachable for source {source.name!r} after {retries + 1} attempts (last error: "
@@ -477,7 +479,7 @@ def _download(source: Source, part: Path, *, retries: int, backoff: float, timeo
             if permanent is not None:
                 raise permanent from err
             last_error = err
-        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as err:
+        except NETWORK_ERRORS as err:
             last_error = err
     raise DownloadError(
         f"{source.url}: download of {source.filename} failed after {retries + 1} attempts "

@@ -43,7 +43,7 @@ import os
 import re
 import statistics
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -425,6 +425,26 @@ def _dataset_notes(records: Sequence[EvalRecord]) -> list[str]:
     return notes
 
 
+def _our_rows(block: Sequence[EvalRecord], lead: str, context: str, groups: Sequence[str],
+              group_of: Callable[[EvalRecord], str], columns: Sequence[tuple[str, str]],
+              deviations: DeviationNotes) -> list[list[str]]:
+    """One row per method/variant of `block`: [lead, label, seeds, protocol] + for each group (dataset
+    or cross target) the mean ± std of each column over that group's seeds; deviations footnoted under
+    "<context>, <label>"."""
+    rows = []
+    for key in sorted({row_key(r) for r in block}, key=row_order):
+        mine = [r for r in block if row_key(r) == key]
+        label = row_label(key)
+        cells = []
+        for group in groups:
+            recs = [r for r in mine if group_of(r) == group]
+            marker = reproduced_marker(recs)
+            cells += [format_stat(aggregate(r.metrics.get(m, math.nan) for r in recs), marker) for m, _ in columns]
+        note = deviations.add(f"{context}, {label}", mine)
+        rows.append([lead, label, _seeds(mine), protocol_cell(mine, note)] + cells)
+    return rows
+
+
 def main_table(records: Sequence[EvalRecord]) -> Table:
     """Reference rows + our rows per setting block, protocol marks and notes (module docstring)."""
     ours = main_records(records)
@@ -443,17 +463,7 @@ def main_table(records: Sequence[EvalRecord]) -> Table:
             if ref.note:
                 ref_notes.setdefault(ref.note, []).append(ref.method)
         block = [r for r in ours if r.setting == setting]
-        for key in sorted({row_key(r) for r in block}, key=row_order):
-            mine = [r for r in block if row_key(r) == key]
-            label = row_label(key)
-            cells = []
-            for d in datasets:
-                recs = [r for r in mine if r.dataset == d]
-                marker = reproduced_marker(recs)
-                cells += [format_stat(aggregate(r.metrics.get(m, math.nan) for r in recs), marker)
-                          for m, _ in METRIC_COLUMNS]
-            note = deviations.add(f"{title}, {label}", mine)
-            rows.append([title, label, _seeds(mine), protocol_cell(mine, note)] + cells)
+        rows += _our_rows(block, title, title, datasets, lambda r: r.dataset, METRIC_COLUMNS, deviations)
     notes = legend(rows)
     notes.append("Rows marked (ours) are reproduced by this pipeline: mean ± sample std over the listed seeds "
                  "when more than one seed ran; one decimal; '-' = not reported / not run. Protocol: the preset "
@@ -512,17 +522,8 @@ def cross_table(records: Sequence[EvalRecord]) -> Table:
     for source in sources:
         block = [r for r in cross if (r.source_dataset or "") == source]
         source_label = dataset_short(source) if source else "not recorded"
-        for key in sorted({row_key(r) for r in block}, key=row_order):
-            mine = [r for r in block if row_key(r) == key]
-            label = row_label(key)
-            cells = []
-            for t in targets:
-                recs = [r for r in mine if _target(r) == t]
-                marker = reproduced_marker(recs)
-                cells += [format_stat(aggregate(r.metrics.get(m, math.nan) for r in recs), marker)
-                          for m, _ in CROSS_METRIC_COLUMNS]
-            note = deviations.add(f"trained on {source_label}, {label}", mine)
-            rows.append([source_label, label, _seeds(mine), protocol_cell(mine, note)] + cells)
+        rows += _our_rows(block, source_label, f"trained on {source_label}", targets, _target,
+                          CROSS_METRIC_COLUMNS, deviations)
     notes = legend(rows)
     notes.append("Cross-dataset evaluation: the main inductive model of each seed evaluated on another dataset "
                  "with that dataset's class names; every target class is a candidate and counts as seen, no "
