@@ -9,9 +9,10 @@ CLIP weights into a local file (`ldvc predict`, `ldvc evaluate`).
 - `models:/<model_id>` (a LoggedModel) or `models:/<registered name>/<version>`.
 
 Choices:
-- MLflow URIs are resolved against the repository's store (`mlflow.db` at the repository root,
-  like the pipeline writes it; MLFLOW_TRACKING_URI overrides it, as for `python -m ldvc.reports`).
-  A missing store is an error, never silently created empty.
+- MLflow URIs are resolved against the store the pipeline logs to (`ldvc.tracking_store.tracking_uri`:
+  MLFLOW_TRACKING_URI, e.g. a team's tracking server, else `mlflow.db` at the repository root).
+  A missing sqlite store is an error, never silently created empty; a server that does not answer
+  fails in seconds, naming it.
 - Downloads go to `<repo>/.cache/checkpoints/<hash of store + spec>/` and are reused: logged-model
   artifacts are immutable, and a 60 MB checkpoint should not be fetched for every `predict`.
 - mlflow is imported only for MLflow specs, so a plain file path works where mlflow is absent.
@@ -45,16 +46,20 @@ class CheckpointNotFound(FileNotFoundError):
 
 def store_uri(tracking_uri: str | None = None) -> str:
     """The MLflow store checkpoints are fetched from (see the module doc); errors if it does not exist."""
-    from ldvc.tracking import tracking_uri as repo_tracking_uri
+    from ldvc.tracking_store import check_server, configure_http, resolve_store, store_kind
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or repo_tracking_uri(repo_root())
-    if uri.startswith("sqlite:///"):
+    uri = tracking_uri or resolve_store(repo_root()).uri
+    kind = store_kind(uri)
+    if kind == "sqlite":
         db = Path(uri[len("sqlite:///"):])
         if not db.exists():
             raise CheckpointNotFound(
                 f"no MLflow store at {db}: run from the repository whose pipeline logged the checkpoint, "
-                f"or set MLFLOW_TRACKING_URI to its store"
+                f"or set MLFLOW_TRACKING_URI to its store (e.g. the team's tracking server)"
             )
+    elif kind == "server":
+        configure_http()
+        check_server(uri)
     return uri
 
 

@@ -8,7 +8,9 @@ runs it (return value = exit status), e.g. for a `preset` command:
 
 Commands here: `predict` (any image, any class names), and `train` / `evaluate`, thin wrappers of
 `ldvc.train.loop.train_segmentor` / `ldvc.eval.evaluate.evaluate_checkpoint` that can be started
-with `accelerate launch [...] -m ldvc train ...` (the DVC stages call the same functions).
+with `accelerate launch [...] -m ldvc train ...` (the DVC stages call the same functions);
+`mlflow-sync` logs what stages kept in the pending journal while the tracking server was away
+(ldvc/tracking_journal.py, docs/team.md).
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPar
 # ---------------------------------------------------------------------------------------------- predict
 
 
-CHECKPOINT_HELP = ("model.pt, checkpoints/iter_XXXXXX.pt or a run folder; or from the repository's MLflow store: "
-                   "a training run id, runs:/<run_id>/<path> or models:/<model_id>")
+CHECKPOINT_HELP = ("model.pt, checkpoints/iter_XXXXXX.pt or a run folder; or from the MLflow store "
+                   "($MLFLOW_TRACKING_URI, else the repository's mlflow.db): a training run id, "
+                   "runs:/<run_id>/<path> or models:/<model_id>")
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
@@ -164,6 +167,42 @@ def _import_zegclip_run(args: argparse.Namespace) -> int:
 
 register("import-zegclip", "convert a released ZegCLIP checkpoint (mmseg .pth) into an ldvc checkpoint",
          _import_zegclip_args, _import_zegclip_run)
+
+
+# ---------------------------------------------------------------------------------------------- mlflow-sync
+
+
+def _sync_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", default=None,
+                   help="log to this store instead of the one each journal was written for")
+    p.add_argument("--list", action="store_true", help="only list the pending records, log nothing")
+
+
+def _sync_run(args: argparse.Namespace) -> int:
+    """Log what stages kept in <repo>/mlflow-pending/ while the tracking server was away (exit 1 while
+    the server is still unreachable or a stage is still writing, 0 when nothing is left)."""
+    from ldvc.config import repo_root
+    from ldvc.tracking_journal import describe, iter_ops, pending_journals, sync
+
+    root = repo_root()
+    journals = pending_journals(root)
+    if not journals:
+        print(f"nothing pending in {root / 'mlflow-pending'}")
+        return 0
+    if args.list:
+        for journal in journals:
+            print(journal.name)
+            for line in describe([op for _, op in iter_ops(journal)]):
+                print(f"    {line}")
+        return 0
+    report = sync(root, args.tracking_uri)
+    left = report.left + report.skipped
+    print(f"mlflow-sync: {len(report.synced)} journal(s) logged, {len(left)} left")
+    return 1 if left else 0
+
+
+register("mlflow-sync", "log the MLflow records that stages kept while the tracking server was away",
+         _sync_args, _sync_run)
 
 
 def build_parser() -> argparse.ArgumentParser:

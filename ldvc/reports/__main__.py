@@ -17,7 +17,6 @@ a report can be rebuilt without loading the model registry. Tables: main, cross,
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import yaml
 
 from ldvc.config import repo_root
 from ldvc.reports import ReportError, build_reports, load_mlflow, load_runs_dir
+from ldvc.tracking_store import tracking_uri
 
 
 def _read_params(path: Path) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         # Stale runs/cross/<target> folders are left out only when params.yaml names the current targets.
         cross_targets = list(params["cross_dataset"] or {}) if "cross_dataset" in params else None
         if args.from_mlflow:
-            uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+            uri = args.tracking_uri or tracking_uri(root)  # MLFLOW_TRACKING_URI, else <root>/mlflow.db
             experiment = args.experiment or (params.get("project") or {}).get("mlflow_experiment", "ldvc")
             inputs = load_mlflow(uri, experiment, runs_dir=runs_dir)
             source = f"MLflow {uri}, experiment {experiment!r}"

@@ -462,7 +462,7 @@ def _curve_from_history(client: Any, run: Any) -> list[dict[str, float]]:
 
 
 def load_mlflow(
-    tracking_uri: str,
+    tracking_uri: str | None = None,
     experiment: str = "ldvc",
     *,
     runs_dir: str | Path | None = None,
@@ -473,15 +473,27 @@ def load_mlflow(
 
     `runs_dir`: where the workspace's overlays live when a run did not log them as artifacts
     (used for runs without dvc.exp_name only; an experiment's runs/ was in its temp copy).
+    `tracking_uri`: None = the store the pipeline logs to (ldvc.tracking_store.tracking_uri:
+    MLFLOW_TRACKING_URI, else the repository's mlflow.db).
     """
     from mlflow.tracking import MlflowClient
 
-    if tracking_uri.startswith("sqlite:///"):
+    from ldvc.tracking_store import StoreError, check_server, configure_http, store_kind
+    from ldvc.tracking_store import tracking_uri as pipeline_store
+
+    tracking_uri = tracking_uri or pipeline_store()
+    if store_kind(tracking_uri) == "sqlite":
         db = Path(tracking_uri[len("sqlite:///"):])
         if not db.is_file():  # MLflow would silently create an empty store here
             raise ReportError(
                 f"no MLflow store at {db}: run the pipeline first (dvc repro) or pass --tracking-uri"
             )
+    elif store_kind(tracking_uri) == "server":
+        configure_http()
+        try:
+            check_server(tracking_uri)
+        except StoreError as err:
+            raise ReportError(str(err)) from None
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
