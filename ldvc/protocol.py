@@ -31,13 +31,14 @@ from ldvc.config import ConfigError, flatten, read_yaml
 
 # Dotted keys (fnmatch patterns) that define a protocol; each preset must set every one of them.
 TRAINING_KEYS: tuple[str, ...] = (
-    "data.dataset", "data.image_size", "split.unseen", "clip.model", "clip.pretrained",
+    "data.dataset", "data.image_size", "split.unseen", "clip.model", "clip.pretrained", "clip.activation",
     "prompt.visual_tokens", "prompt.visual_depth", "prompt.templates",
     "encoder.*",
     "decoder.layers", "decoder.heads", "decoder.width", "decoder.ffn", "decoder.dropout", "decoder.input_proj",
+    "decoder.init",
     "loss.*",
     "train.iters", "train.batch_size", "train.lr", "train.lr_mult", "train.weight_decay", "train.warmup_iters",
-    "train.poly_power", "train.min_lr", "train.grad_clip", "train.augment.*",
+    "train.poly_power", "train.min_lr", "train.grad_clip", "train.augment.*", "train.mixed_precision",
     "transductive.init_iter", "transductive.iters", "transductive.pseudo_threshold",
 )
 EVALUATION_KEYS: tuple[str, ...] = ("eval.mode", "eval.window", "eval.stride", "eval.seen_bias", "eval.vocabulary")

@@ -157,6 +157,7 @@ def import_zegclip(checkpoint: Path, out: Path, preset: str = "voc", setting: st
     from ldvc.data.classes import dataset_classes
     from ldvc.data.split import make_split
     from ldvc.model.build import build_segmentor
+    from ldvc.model.clip_activation import resolve_activation
     from ldvc.model.clip_loader import create_clip
     from ldvc.train import checkpoint as ckpt_io
 
@@ -166,7 +167,10 @@ def import_zegclip(checkpoint: Path, out: Path, preset: str = "voc", setting: st
     state, meta = load_state_dict(Path(checkpoint))  # before the (large) model is built
     names = class_names or dataset_classes(cfg.data)
     split = make_split(names, cfg.split.unseen, cfg.data.dataset)
-    clip_model = create_clip(cfg.clip.model, clip_weights)
+    # ZegCLIP's CLIP is OpenAI's, with QuickGELU (models/backbone/utils.py); the preset says so.
+    pretrained = str(clip_weights) if clip_weights else cfg.clip.pretrained
+    activation, _ = resolve_activation(cfg.clip.model, pretrained, cfg.clip.activation, clip_weights)
+    clip_model = create_clip(cfg.clip.model, clip_weights, activation)
     model = build_segmentor(cfg, clip_model, names)
     report = import_state(cfg, state, model, clip_model, check_clip=clip_weights is not None)
     step = int(meta.get("iter", cfg.train.iters if setting == "inductive" else cfg.transductive.iters))
@@ -181,7 +185,7 @@ def import_zegclip(checkpoint: Path, out: Path, preset: str = "voc", setting: st
         "seen": split["seen"],
         "unseen": split["unseen"],
         "clip": {"model": cfg.clip.model, "weights": str(clip_weights) if clip_weights else None,
-                 "sha256": sha256_file(clip_weights) if clip_weights else None},
+                 "sha256": sha256_file(clip_weights) if clip_weights else None, "activation": activation},
         "imported_from": {"path": str(checkpoint), "sha256": sha256_file(checkpoint), "format": "zegclip-mmseg",
                           "skipped": report["skipped"], "clip_max_diff": report["clip_max_diff"]},
     }

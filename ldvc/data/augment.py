@@ -3,21 +3,23 @@
 Train (protocol.md, "Augmentation"): random keep-ratio resize to a ratio in
 [scale_min, scale_max] of the base scale (ZegCLIP: 2048x512; ours: (4*image_size, image_size)),
 random crop of image_size x image_size with cat_max_ratio 0.75 (up to 10 tries, as mmseg),
-horizontal flip (p 0.5), photometric distortion, pad to the crop size (image 0, label 255).
+horizontal flip (p 0.5), photometric distortion (mmseg's PhotoMetricDistortion exactly as
+ldvc/data/photometric.py reproduces it: hue +-36 degrees in whole OpenCV steps, saturation scaled in
+HSV, 8-bit values after every step), then padding to the crop size: label 255, image marked in
+`Sample.pad` and set to 0 AFTER normalisation (ldvc/data/normalize.py), as ZegCLIP's Normalize ->
+Pad(pad_val=0) order makes the padding the mean colour.
 Eval: keep-ratio resize so that the short side is image_size (long side at most 4x).
 
 Every random draw comes from an explicit `torch.Generator`, so an augmented sample is a pure
 function of the seed the caller derives (dataset.py: from (seed, sample position)); this is what
 makes resume exact. Operations are plain torch on (3, H, W) float images in [0, 1] and (H, W)
-uint8 labels; resizing is bilinear (antialiased when shrinking) for images, nearest for labels.
+uint8 labels. Resizing is bilinear WITHOUT antialiasing (mmcv.imresize's default cv2 INTER_LINEAR,
+which mmseg's Resize uses for images; nearest for labels), and a resized image is rounded back to
+8-bit values, as cv2 returns for mmseg's uint8 images.
 
-Photometric distortion follows mmseg's PhotoMetricDistortion (each step with p 0.5: brightness
-+-32/255, contrast x[0.5, 1.5] (applied before or after the colour steps, at random),
-saturation x[0.5, 1.5], hue shift). Our choices: the hue shift is MILD, +-18 degrees (half of
-mmseg's hue_delta=18 on OpenCV's 0-180 scale, i.e. +-36 degrees): a class of the synthetic world
-is a named colour, and a larger rotation can turn one into its neighbour (synthetic.py,
-MAX_SAFE_HUE_SHIFT_DEG = 20); saturation uses torchvision's blend-with-grey (mmseg scales S in
-HSV; the effect is the same in kind); hue uses torchvision's adjust_hue.
+The synthetic protocol turns photometric distortion off (presets/synthetic.yaml): its classes are
+named colours, and a +-36 degree hue rotation can turn one into its neighbour (synthetic.py,
+MAX_SAFE_HUE_SHIFT_DEG). The paper presets use it as ZegCLIP does.
 """
 
 from __future__ import annotations
@@ -26,14 +28,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 
 from ldvc.config import AugmentConfig
+from ldvc.data.photometric import photometric_distortion
 
 IGNORE_INDEX = 255
 CAT_MAX_RATIO = 0.75
 CROP_TRIES = 10
-HUE_DELTA_DEG = 18.0
 BASE_LONG_FACTOR = 4  # base scale (4*image_size, image_size), ZegCLIP's 2048x512 at 512
 
 
@@ -54,11 +55,12 @@ def _coin(g: torch.Generator, p: float = 0.5) -> bool:
 
 def resize_pair(image: torch.Tensor, label: torch.Tensor | None, size: tuple[int, int]) -> tuple[
         torch.Tensor, torch.Tensor | None]:
-    """Resize image (bilinear) and label (nearest) to size (h, w)."""
+    """Resize image (bilinear, no antialiasing, back to 8-bit values: cv2 on a uint8 image) and label
+    (nearest) to size (h, w)."""
     h, w = image.shape[-2:]
     if (h, w) != tuple(size):
-        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False,
-                              antialias=size[0] < h or size[1] < w)[0].clamp_(0, 1)
+        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+        image = (image * 255.0).round_().clamp_(0, 255) / 255.0
         if label is not None:
             label = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].to(label.dtype)
     return image, label
@@ -92,24 +94,6 @@ def random_crop_box(label: torch.Tensor, crop: int, g: torch.Generator) -> tuple
     return box
 
 
-def photometric(image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """mmseg-style PhotoMetricDistortion on a (3, H, W) [0, 1] image."""
-    if _coin(g):
-        image = image + _uniform(g, -32 / 255, 32 / 255)
-    contrast_first = _coin(g)
-    alpha = _uniform(g, 0.5, 1.5) if _coin(g) else None
-    image = image.clamp(0, 1)
-    if contrast_first and alpha is not None:
-        image = (image * alpha).clamp(0, 1)
-    if _coin(g):
-        image = TF.adjust_saturation(image, _uniform(g, 0.5, 1.5))
-    if _coin(g):
-        image = TF.adjust_hue(image, _uniform(g, -HUE_DELTA_DEG / 360, HUE_DELTA_DEG / 360))
-    if not contrast_first and alpha is not None:
-        image = (image * alpha).clamp(0, 1)
-    return image.clamp(0, 1)
-
-
 def train_augment(image: torch.Tensor, label: torch.Tensor, image_size: int, cfg: AugmentConfig,
                   g: torch.Generator) -> Sample:
     """The full training pipeline; output is always (3, S, S), (S, S), (S, S) with S = image_size."""
@@ -123,8 +107,9 @@ def train_augment(image: torch.Tensor, label: torch.Tensor, image_size: int, cfg
     if cfg.flip and _coin(g):
         image, label = image.flip(-1), label.flip(-1)
     if cfg.photometric:
-        image = photometric(image, g)
-    # Pad bottom/right to the crop size, as mmseg's Pad (image 0, label 255).
+        image = photometric_distortion(image, g)
+    # Pad bottom/right to the crop size: label 255 as mmseg's Pad; the image's padding becomes 0 only
+    # after normalisation (normalize(images, pad)), as ZegCLIP's Normalize -> Pad.
     out_img = image.new_zeros(3, image_size, image_size)
     out_lab = label.new_full((image_size, image_size), IGNORE_INDEX)
     pad = torch.ones(image_size, image_size, dtype=torch.bool)

@@ -24,7 +24,7 @@ from ldvc.seeding import mix_seed
 
 MODEL_SEED_SALT = 0x1D17
 
-__all__ = ["DECODERS", "build_model", "build_segmentor"]
+__all__ = ["DECODERS", "build_clip", "build_model", "build_segmentor"]
 
 
 def build_segmentor(
@@ -68,9 +68,18 @@ def build_segmentor(
     return Segmentor(image_encoder, text_encoder, decoder)
 
 
-def build_model(cfg: Config, clip_weights: str | Path | None, class_names: Sequence[str]) -> Segmentor:
-    """CLIP (weights file or random) + segmentor, with the torch RNG seeded from project.seed."""
+def build_clip(cfg: Config, clip_weights: str | Path | None) -> nn.Module:
+    """The frozen CLIP of `cfg` (weights file or random), built with the activation its weights were
+    trained with (cfg.clip.activation, or what the weights tell: ldvc/model/clip_activation.py), e.g.
+    QuickGELU for OpenAI's, which open_clip's `ViT-B-16` config alone would build as GELU."""
+    from ldvc.model.clip_activation import resolve_activation
     from ldvc.model.clip_loader import create_clip
 
-    torch.manual_seed(mix_seed(cfg.project.seed, MODEL_SEED_SALT))
-    return build_segmentor(cfg, create_clip(cfg.clip.model, clip_weights), list(class_names))
+    activation, _ = resolve_activation(cfg.clip.model, cfg.clip.pretrained, cfg.clip.activation, clip_weights)
+    return create_clip(cfg.clip.model, clip_weights, activation)
+
+
+def build_model(cfg: Config, clip_weights: str | Path | None, class_names: Sequence[str]) -> Segmentor:
+    """CLIP (`build_clip`) + segmentor, with the torch RNG seeded from project.seed."""
+    torch.manual_seed(mix_seed(cfg.project.seed, MODEL_SEED_SALT))  # also a random CLIP is the same everywhere
+    return build_segmentor(cfg, build_clip(cfg, clip_weights), list(class_names))

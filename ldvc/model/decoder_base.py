@@ -6,11 +6,23 @@ Both registered decoders (LDVC's LCTD and the ZegCLIP baseline) follow ZegCLIP's
 - patch tokens: (B, D, h, w) -> (B, h*w, D); with `decoder.input_proj` (ZegCLIP's `use_proj`)
   a Linear(D, width) + LayerNorm, else none (ZegCLIP's configs: use_proj=False, D = width = 512);
 - class queries: the relationship descriptor q_proj([t * g ; t]) (ldvc/model/relationship.py);
-- initialisation (ATMSingleHeadSeg.init_weights): every nn.Linear weight truncated-normal
-  (std 0.02, bounds +-2), bias 0; every LayerNorm weight 1, bias 0 — applied to the whole decoder
-  after construction, so a subclass's own extra initialisation comes after `init_weights`;
 - mask logits (B, C, h, w) upsampled bilinearly (align_corners=False) to the input size, before
   any sigmoid (ZegCLIP interpolates to its fixed img_size, 512, the size of every window it sees).
+
+Initialisation (`decoder.init`), the same scheme for both decoders:
+- `torch_default` — what ZegCLIP's TRAINING runs. Its train.py (lines 144-150, commit 9ba4bb5)
+  builds the segmentor and then calls only `model.backbone.init_weights()` and
+  `model.text_encoder.init_weights()`; the decode head's `init_weights` is never called (mmseg
+  0.24.0's train_segmentor, mmseg/apis/train.py, calls no init_weights either, and mmcv's BaseModule
+  initialises only when asked). So every head layer keeps torch's constructor defaults (Linear:
+  kaiming-uniform(a=sqrt(5)) weights and uniform(+-1/sqrt(fan_in)) biases; LayerNorm 1 / 0), except
+  what ATMSingleHeadSeg's CONSTRUCTOR does: trunc_normal_(std=0.02) on the use_proj Linear's weight.
+  Its decoder layers are `copy.deepcopy`s of ONE layer (torch's nn.TransformerDecoder, `_get_clones`),
+  so they start identical; `stack_layers` reproduces that for both decoders.
+- `trunc_normal` — ATMSingleHeadSeg.init_weights as written (every nn.Linear weight truncated
+  normal std 0.02, bounds +-2, bias 0; LayerNorm 1 / 0) over independently built layers: the
+  reading of ZegCLIP's code that this project used before, kept as an option.
+LDVC's paper is silent on its decoder's initialisation; it uses the same scheme as the baseline.
 """
 
 from __future__ import annotations
@@ -19,10 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import copy
+from collections.abc import Callable
+
 from ldvc.config import DecoderConfig
 from ldvc.model.relationship import RelationshipDescriptor
 
 INIT_STD = 0.02
+INIT_SCHEMES = ("torch_default", "trunc_normal")
 
 
 def check_decoder_inputs(patches: torch.Tensor, global_embedding: torch.Tensor, text: torch.Tensor) -> None:
@@ -44,6 +60,24 @@ def upsample_logits(logits: torch.Tensor, out_size: tuple[int, int] | None) -> t
     if out_size is None or tuple(logits.shape[-2:]) == tuple(out_size):
         return logits
     return F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
+
+
+def stack_layers(make_layer: Callable[[], nn.Module], n: int, scheme: str) -> list[nn.Module]:
+    """`n` decoder layers: deep copies of one (torch_default: nn.TransformerDecoder's `_get_clones`, as
+    ZegCLIP trains) or `n` independently initialised ones (trunc_normal)."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"decoder.init {scheme!r}: choose one of {INIT_SCHEMES}")
+    if scheme == "torch_default":
+        template = make_layer()
+        return [copy.deepcopy(template) for _ in range(n)]
+    return [make_layer() for _ in range(n)]
+
+
+def finish_init(module: nn.Module, scheme: str) -> None:
+    """After construction: ATMSingleHeadSeg.init_weights for trunc_normal; torch_default keeps the
+    constructors' initialisation (ZegCLIP's training never calls init_weights)."""
+    if scheme == "trunc_normal":
+        init_weights(module)
 
 
 def init_weights(module: nn.Module) -> None:
@@ -86,7 +120,12 @@ class MaskDecoder(nn.Module):
                 f"decoder.input_proj is false (ZegCLIP's use_proj=False) but the CLIP embedding size {embed_dim} "
                 f"differs from decoder.width {w}; set decoder.width: {embed_dim} or decoder.input_proj: true"
             )
-        self.input_proj = nn.Sequential(nn.Linear(embed_dim, w), nn.LayerNorm(w)) if cfg.input_proj else nn.Identity()
+        if cfg.input_proj:
+            proj = nn.Linear(embed_dim, w)
+            nn.init.trunc_normal_(proj.weight, std=INIT_STD, a=-2.0, b=2.0)  # ATMSingleHeadSeg.__init__ (use_proj)
+            self.input_proj: nn.Module = nn.Sequential(proj, nn.LayerNorm(w))
+        else:
+            self.input_proj = nn.Identity()
         self.relationship = RelationshipDescriptor(embed_dim, w)
 
     def decode(self, tokens: torch.Tensor, queries: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

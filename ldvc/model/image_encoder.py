@@ -13,13 +13,17 @@ which LDVC builds on, over any open_clip `VisionTransformer` (`clip_model.visual
 3. Deep VPT: `prompt_tokens` learnable tokens per layer, initialised uniformly in
    +-sqrt(6 / (3 * patch^2 + width)). Before layer 0 and replaced before each of the first
    `prompt_depth` layers, each layer's tokens go through ONE shared learnable projection
-   `prompt_proj` (Linear width -> width, kaiming-normal fan_out weight, default bias init) and
-   dropout (`prompt_dropout`, ZegCLIP 0.1), and are placed between the CLS and the patch tokens:
-   [CLS, prompts, patches]. After the last prompted layer the prompts are dropped (ZegCLIP's deep
-   VPT), except with prompt_depth 1 (ZegCLIP's total_d_layer 0, shallow VPT) where they travel on.
-4. With prompts, the last hidden states go through a learnable LayerNorm `prompt_norm` (eps 1e-6), then CLIP's
-   ln_post and projection; the CLS output is the global embedding, the last h*w tokens the patch
-   embeddings; both are L2-normalised (ZegCLIP's out_indices=[11] path), (B, D) and (B, D, h, w).
+   `prompt_proj` (Linear width -> width, kaiming-normal fan_out weight, default bias init), are
+   expanded to the batch and THEN dropped out (`prompt_dropout`, ZegCLIP 0.1), so every sample gets
+   its own dropout mask (img_encoder.py lines 242 and 289: `prompt_dropout(prompt_proj(p).expand(B,
+   -1, -1))`), and are placed between the CLS and the patch tokens: [CLS, prompts, patches]. After
+   the last prompted layer the prompts are dropped (ZegCLIP's deep VPT), except with prompt_depth 1
+   (ZegCLIP's total_d_layer 0, shallow VPT) where they travel on.
+4. With DEEP prompts the last hidden states go through a learnable LayerNorm `prompt_norm` (eps
+   1e-6) (forward_deep_prompt, line 312); ZegCLIP's shallow path (lines 250-256) skips it, and so do
+   we. Then CLIP's ln_post and projection; the CLS output is the global embedding, the last h*w
+   tokens the patch embeddings; both are L2-normalised (ZegCLIP's out_indices=[11] path), (B, D) and
+   (B, D, h, w).
 5. Learnable: every parameter of this module outside CLIP (prompts, prompt_proj, prompt_norm),
    ZegCLIP's `exclude_key='prompt'`. CLIP itself is frozen in place and kept in eval mode.
 
@@ -32,6 +36,8 @@ Deviations, each with its reason:
   for other input sizes; we resize from CLIP's native grid directly for any size. Identical at the
   training/evaluation size (512), different only for other window sizes.
 - ZegCLIP's LayerNorm subclass computes in float32; under autocast torch's LayerNorm does too.
+- Shallow VPT: ZegCLIP builds a `prompt_norm` it never applies there; we do not build it (a trainable
+  parameter without a gradient would only upset DDP; the checkpoint importer knows its key).
 """
 
 from __future__ import annotations
@@ -130,9 +136,9 @@ class PromptedImageEncoder(nn.Module):
             self.register_parameter("prompts", None)
             self.prompt_proj = nn.Identity()
             self.prompt_dropout = nn.Identity()
-        # ZegCLIP builds prompt_norm with the prompts (VPT on) and applies it to the last hidden states;
-        # without prompts its backbone is the plain CLIPVisionTransformer, without it.
-        use_norm = prompt_norm and self.prompt_tokens > 0
+        # ZegCLIP applies prompt_norm to the last hidden states of its DEEP prompt path only (shallow VPT
+        # never calls it); without prompts its backbone is the plain CLIPVisionTransformer, without it.
+        use_norm = prompt_norm and self.prompt_tokens > 0 and self.prompt_depth > 1
         self.prompt_norm = nn.LayerNorm(self.width, eps=PROMPT_NORM_EPS) if use_norm else nn.Identity()
 
     def train(self, mode: bool = True) -> PromptedImageEncoder:
@@ -152,8 +158,8 @@ class PromptedImageEncoder(nn.Module):
         return H // ph, W // pw
 
     def _layer_prompts(self, i: int, batch: int, dtype: torch.dtype) -> torch.Tensor:
-        p = self.prompt_dropout(self.prompt_proj(self.prompts[i].to(dtype)))  # (n, width)
-        return p.unsqueeze(0).expand(batch, -1, -1)  # (B, n, width)
+        p = self.prompt_proj(self.prompts[i].to(dtype))  # (n, width)
+        return self.prompt_dropout(p.unsqueeze(0).expand(batch, -1, -1))  # (B, n, width): a mask per sample
 
     def _block(self, i: int, block: nn.Module, x: torch.Tensor, batch_first: bool) -> torch.Tensor:
         if not batch_first:

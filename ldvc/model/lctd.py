@@ -15,16 +15,18 @@ Mask logits: s * cos(LN(x_n), Linear(class_c)) + b  ->  (B, C, h, w), upsampled 
 
 Shared with the ZegCLIP baseline (ldvc/model/decoder_base.py, ZegCLIP's code): the patch tokens
 enter unprojected unless `decoder.input_proj` (ZegCLIP's use_proj), the class queries come from the
-relationship descriptor, ZegCLIP's initialisation (truncated normal 0.02 for every Linear) and the
-upsampling of the logits.
+relationship descriptor, the upsampling of the logits, and the initialisation scheme
+(`decoder.init`): the paper is silent, so LCTD starts as the baseline starts — torch's constructor
+defaults with its layers identical deep copies of one (torch_default, what ZegCLIP's training runs),
+or ATMSingleHeadSeg.init_weights over independent layers (trunc_normal).
 
 Choices that are ours (the paper is silent): pre-norm layers; the class embeddings stay fixed
 across layers (anchors); cosine similarity with a learnable scale (initialised to 10) and bias
 initialised to the focal-loss prior log(0.01 / 0.99) (RetinaNet's initialisation for sigmoid focal
 losses, so training starts from low scores instead of 0.5 everywhere); `similarity="dot"` gives
 width^-0.5 scaled dot products; the cross-attention is torch's nn.MultiheadAttention (its fused
-in_proj weight keeps torch's Xavier initialisation, as ZegCLIP's init_weights leaves non-Linear
-parameters alone).
+in_proj weight keeps torch's Xavier initialisation under both schemes, as ZegCLIP's init_weights
+leaves non-Linear parameters alone).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ldvc.config import DecoderConfig
-from ldvc.model.decoder_base import FeedForward, MaskDecoder, init_weights
+from ldvc.model.decoder_base import FeedForward, MaskDecoder, finish_init, stack_layers
 from ldvc.model.decoders import register_decoder
 from ldvc.model.route_attention import RouteAttention
 
@@ -80,10 +82,10 @@ class LCTDecoder(MaskDecoder):
             raise ValueError(f"LCTD similarity must be 'cosine' or 'dot', got {similarity!r}")
         w = cfg.width
         self.similarity = similarity
-        self.layers = nn.ModuleList([LCTDLayer(cfg) for _ in range(cfg.layers)])
+        self.layers = nn.ModuleList(stack_layers(lambda: LCTDLayer(cfg), cfg.layers, cfg.init))
         self.norm = nn.LayerNorm(w)
         self.class_proj = nn.Linear(w, w)
-        init_weights(self)
+        finish_init(self, cfg.init)
         # after the shared initialisation: the cosine head's scale and focal-prior bias
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.logit_bias = nn.Parameter(torch.tensor(math.log(PRIOR_PROBABILITY / (1 - PRIOR_PROBABILITY))))

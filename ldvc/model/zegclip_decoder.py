@@ -17,7 +17,11 @@ num_layers 3, num_heads 8, embed_dims 512, use_proj False), point by point:
    ENTER that layer. The mask logits are the LAST layer's; they are reshaped to the token grid and
    upsampled bilinearly to the input size (base class). No deep supervision: ZegCLIP stacks the
    intermediate layers' maps in training but never passes them to the loss.
-5. Initialisation: ATMSingleHeadSeg.init_weights (base class).
+5. Initialisation (`decoder.init`, base class): as ZegCLIP's training starts (torch_default): torch's
+   constructor defaults for every layer — q/k/v/proj of its Attention and linear1/linear2 of the
+   TransformerDecoderLayer are plain nn.Linear — and the `layers` TPN layers identical deep copies of
+   one (TPN_Decoder is torch's TransformerDecoder, which deep-copies the layer it is given); the
+   last, logits-only layer gets the same q/k as the others. `trunc_normal` = ATMSingleHeadSeg.init_weights.
 
 What this module does not build, and why: the last layer's value/output projections, its norms
 and its FFN produce queries that nothing reads (the mask logits come from that layer's q and k),
@@ -32,7 +36,7 @@ import torch
 from torch import nn
 
 from ldvc.config import DecoderConfig
-from ldvc.model.decoder_base import MaskDecoder, init_weights
+from ldvc.model.decoder_base import MaskDecoder, finish_init, stack_layers
 from ldvc.model.decoders import register_decoder
 
 
@@ -82,6 +86,13 @@ class TPNLayer(nn.Module):
             self.drop_ffn = nn.Dropout(p)  # torch's dropout3
             self.norm_ffn = nn.LayerNorm(w)  # norm3
 
+    def logits_only_copy(self, cfg: DecoderConfig) -> TPNLayer:
+        """A logits-only layer whose q/k are copies of this layer's (the rest is never read)."""
+        layer = TPNLayer(cfg, logits_only=True)
+        layer.cross_attn.q.load_state_dict(self.cross_attn.q.state_dict())
+        layer.cross_attn.k.load_state_dict(self.cross_attn.k.state_dict())
+        return layer
+
     def forward(self, queries: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         out, mask_logits = self.cross_attn(queries, tokens)
         if self.logits_only:
@@ -97,9 +108,10 @@ class ZegCLIPDecoder(MaskDecoder):
 
     def __init__(self, embed_dim: int, cfg: DecoderConfig) -> None:
         super().__init__(embed_dim, cfg)
-        n = cfg.layers
-        self.layers = nn.ModuleList([TPNLayer(cfg, logits_only=i == n - 1) for i in range(n)])
-        init_weights(self)
+        full = stack_layers(lambda: TPNLayer(cfg), cfg.layers, cfg.init)  # all start alike under torch_default
+        # the last layer only produces the mask logits: keep its q/k, drop what nothing reads
+        self.layers = nn.ModuleList([*full[:-1], full[-1].logits_only_copy(cfg)])
+        finish_init(self, cfg.init)
 
     def decode(self, tokens: torch.Tensor, queries: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         mask_logits = None

@@ -180,13 +180,14 @@ def save_weights(model: torch.nn.Module, out_path: Path) -> None:
 
 def pretrain_clip(model_name: str, pretrain_cfg: Any, image_size: int, seed: int, out_path: Path,
                   log: Callable[[dict, int], None] | None = None,
-                  unseen: Sequence[str] | None = None) -> dict[str, float]:
+                  unseen: Sequence[str] | None = None, activation: str | None = None) -> dict[str, float]:
     """Train `model_name` from scratch on synthetic image-caption pairs; save it; return metrics.
 
     pretrain_cfg: ldvc.config.ClipPretrainConfig. log(metrics, step) receives {"loss", "lr"} every
     LOG_EVERY steps (and at the last step). unseen (default: synthetic.DEFAULT_UNSEEN) only splits
     the reported accuracy into seen and unseen classes; training always sees every class.
     Returns accuracies in percent plus train_seconds (training loop wall time) and steps.
+    activation: the MLP activation to train with (None: the model config's own).
     """
     _check_cfg(pretrain_cfg)
     unseen = list(synthetic.DEFAULT_UNSEEN if unseen is None else unseen)
@@ -194,7 +195,7 @@ def pretrain_clip(model_name: str, pretrain_cfg: Any, image_size: int, seed: int
     if unknown:
         raise ValueError(f"unseen classes {unknown} are not synthetic classes {synthetic.CLASSES}")
     torch.manual_seed(seed)  # the model's initialisation
-    model = create_clip(model_name)
+    model = create_clip(model_name, activation=activation)
     model_size = model.visual.image_size
     model_size = model_size[0] if isinstance(model_size, (tuple, list)) else model_size
     if model_size != image_size:
