@@ -71,9 +71,9 @@ def test_nan_loss_stops_naming_step_and_last_checkpoint(tmp_path, monkeypatch):
     real = losses.segmentation_loss
     calls = {"n": 0}
 
-    def poisoned(logits, target, loss_cfg, num_masks=None):
+    def poisoned(logits, target, loss_cfg, num_masks=None, **kw):
         calls["n"] += 1
-        loss, parts = real(logits, target, loss_cfg, num_masks)
+        loss, parts = real(logits, target, loss_cfg, num_masks, **kw)
         return (loss * float("nan"), parts) if calls["n"] == 3 else (loss, parts)  # 3rd step: step index 2
 
     monkeypatch.setattr(losses, "segmentation_loss", poisoned)

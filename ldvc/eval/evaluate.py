@@ -42,6 +42,7 @@ from ldvc.eval.metrics import ConfusionMatrix, summarize
 from ldvc.eval.visualize import confusion_figure, overlay_figure, to_uint8_image, visual_sample
 from ldvc.files import sha256_file
 from ldvc.model.build import build_model
+from ldvc.model.clip_loader import built_activation
 from ldvc.train import checkpoint as ckpt_io
 from ldvc.train.loop import make_accelerator
 
@@ -95,6 +96,12 @@ def load_model_for_eval(cfg: Config, ckpt: dict, checkpoint: Path, class_names: 
         )
     check_clip(ckpt, model_cfg.clip.model, clip_weights, checkpoint)
     model = build_model(model_cfg, clip_weights, class_names)
+    recorded, built = ckpt["clip"].get("activation"), built_activation(model)
+    if recorded is not None and recorded != built:  # older checkpoints did not record it
+        raise ckpt_io.CheckpointError(
+            f"checkpoint {checkpoint} was trained on a CLIP built with {recorded}, this evaluation built {built}; "
+            f"set clip.activation: {recorded} (the activation its CLIP weights were trained with)"
+        )
     ckpt_io.load_learnable_state(model, ckpt["model"], checkpoint)
     return model.eval()
 

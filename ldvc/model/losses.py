@@ -32,7 +32,7 @@ from ldvc.config import LossConfig
 IGNORE_INDEX = 255
 
 
-def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
+def _check(logits: torch.Tensor, target: torch.Tensor, values: bool = True) -> None:
     if logits.dim() != 4 or target.dim() != 3 or logits.shape[0] != target.shape[0] \
             or logits.shape[-2:] != target.shape[-2:]:
         raise ValueError(
@@ -41,6 +41,8 @@ def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
         )
     if target.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.bool):
         raise ValueError(f"segmentation_loss: target must hold integer class ids, got {target.dtype}")
+    if not values:  # shapes and dtypes only: reading values is a host synchronisation on a GPU
+        return
     C = logits.shape[1]
     bad = ((target < 0) | (target >= C)) & (target != IGNORE_INDEX)
     if bool(bad.any()):
@@ -78,14 +80,18 @@ def present_masks(target: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def segmentation_loss(
-    logits: torch.Tensor, target: torch.Tensor, cfg: LossConfig, num_masks: torch.Tensor | float | None = None
+    logits: torch.Tensor, target: torch.Tensor, cfg: LossConfig, num_masks: torch.Tensor | float | None = None,
+    check_values: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """logits (B, C, H, W), target (B, H, W) long in 0..C-1 or 255 -> (loss, {"focal", "dice"}).
 
     `num_masks`: ZegCLIP's normaliser M (see the module docstring); None = this batch's own count
     (one process). The dict holds the weighted terms (they sum to the loss), detached, for logging.
+    `check_values=False` skips the scan of the target's values (shapes and dtypes are still checked):
+    that scan reads a value on the host, a synchronisation per call on a GPU; the training loop's
+    targets come from its own label table, whose values are valid by construction.
     """
-    _check(logits, target)
+    _check(logits, target, check_values)
     B, C = logits.shape[:2]
     x = logits.float().flatten(2)  # (B, C, HW)
     t = target.flatten(1)  # (B, HW)

@@ -34,6 +34,16 @@ Two exact kernels, one semantics (`route_attention(..., backend=...)`):
   on the unfused path (toolchain.md, "Measured traps"); tests compare flex against "blocks" and
   against dense for that reason.
   On CUDA it runs through one torch.compile'd flex_attention (fused forward and backward).
+  No silent slow path: that compiled function is shape-static (`dynamic=False`), so every new
+  (shape, dtype, grad mode, autocast state) is one more compilation, and at dynamo's recompile
+  limit dynamo would fall back to the UNFUSED eager path (dense scores, many times the memory)
+  with a warning only. A guard counts the distinct call signatures; a call that would pass the
+  limit never reaches the compiled function: with the policy "error" (the device check,
+  `set_flex_fallback("error")` or LDVC_FLEX_FALLBACK=error) it raises `FlexFallbackError` naming
+  the signatures, with "blocks" (the default) it runs the exact block kernel instead, warns once,
+  and counts it in `flex_stats()`, which a training run records in its summary. The evaluation
+  pads its window batches to one fixed size (ldvc/eval/inference.py) so that it adds at most one
+  signature per dtype.
   FlexAttention has no backward on the CPU, and after one failed backward a compiled flex
   function keeps running the unfused dense path: the flex backend therefore refuses CPU inputs
   that need a gradient (before calling flex), and the GPU check (benchmarks/gpu.py) verifies the
@@ -56,6 +66,7 @@ Two exact kernels, one semantics (`route_attention(..., backend=...)`):
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -286,6 +297,81 @@ def route_block_mask(idx: torch.Tensor, tokens_per_region: int, full: bool | Non
 
 
 _COMPILED_FLEX: Callable | None = None
+FLEX_FALLBACK_ENV = "LDVC_FLEX_FALLBACK"
+FLEX_POLICIES = ("blocks", "error")
+_FLEX_STATE: dict = {"signatures": [], "fallbacks": 0, "policy": None, "warned": False}
+
+
+class FlexFallbackError(RuntimeError):
+    """The compiled FlexAttention would pass dynamo's recompile limit (and fall back to the unfused path)."""
+
+
+def set_flex_fallback(policy: str | None) -> None:
+    """What a call past the recompile limit does: "blocks" (exact block kernel, counted, warned once)
+    or "error" (raise FlexFallbackError); None: LDVC_FLEX_FALLBACK, else "blocks"."""
+    if policy is not None and policy not in FLEX_POLICIES:
+        raise ValueError(f"flex fallback policy {policy!r} is not one of {FLEX_POLICIES}")
+    _FLEX_STATE["policy"] = policy
+
+
+def _flex_policy() -> str:
+    policy = _FLEX_STATE["policy"] or os.environ.get(FLEX_FALLBACK_ENV, "").strip() or "blocks"
+    if policy not in FLEX_POLICIES:
+        raise ValueError(f"{FLEX_FALLBACK_ENV}={policy!r}: use one of {FLEX_POLICIES}")
+    return policy
+
+
+def flex_recompile_limit() -> int:
+    """Dynamo's recompile limit for one function (torch renamed cache_size_limit to recompile_limit)."""
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 8
+
+
+def flex_stats() -> dict:
+    """Signatures the compiled flex function was called with, the limit, and the calls that ran the
+    block kernel instead (see the module docstring)."""
+    return {"compiled_signatures": len(_FLEX_STATE["signatures"]), "recompile_limit": flex_recompile_limit(),
+            "fallbacks_to_blocks": _FLEX_STATE["fallbacks"], "signatures": list(_FLEX_STATE["signatures"])}
+
+
+def reset_flex_stats() -> None:
+    _FLEX_STATE["signatures"].clear()
+    _FLEX_STATE["fallbacks"] = 0
+    _FLEX_STATE["warned"] = False
+
+
+def _flex_signature(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tokens_per_region: int, topk: int) -> str:
+    """What the compiled (shape-static) flex function recompiles for: shapes, dtype, device, whether
+    a gradient is recorded, the autocast state, the region size and the routing width."""
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    autocast = torch.is_autocast_enabled(q.device.type) if q.device.type in ("cuda", "cpu") else False
+    return (f"{tuple(q.shape)} {str(q.dtype).removeprefix('torch.')} {q.device} grad={grad} autocast={autocast} "
+            f"T={tokens_per_region} k={topk}")
+
+
+def _admit_compiled_call(signature: str) -> bool:
+    """Whether a call of this signature may run the compiled flex function (see the module docstring)."""
+    seen = _FLEX_STATE["signatures"]
+    if signature in seen:
+        return True
+    if len(seen) < flex_recompile_limit():
+        seen.append(signature)
+        return True
+    message = (f"compiled FlexAttention: a new call signature ({signature}) after {len(seen)} compiled ones "
+               f"{seen} would pass dynamo's recompile limit ({flex_recompile_limit()}), past which it runs the "
+               f"UNFUSED path (dense scores). Keep batch shapes fixed (the evaluation pads its window batches)")
+    if _flex_policy() == "error":
+        raise FlexFallbackError(message)
+    _FLEX_STATE["fallbacks"] += 1
+    if not _FLEX_STATE["warned"]:
+        _FLEX_STATE["warned"] = True
+        warnings.warn(message + "; running the exact block kernel for such calls (counted in flex_stats())",
+                      stacklevel=3)
+    return False
 
 
 def _flex_fn(compiled: bool) -> Callable:
@@ -324,8 +410,12 @@ def flex_route_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid
         )
     if idx is None:
         idx = route_indices(q, k, grid, regions, topk)  # (B, S^2, topk), no gradient
-    block_mask = route_block_mask(idx, T)
     compiled = q.device.type == "cuda" if compiled is None else compiled
+    if compiled and not torch.compiler.is_compiling() and not _admit_compiled_call(_flex_signature(q, k, v, T, topk)):
+        out = routed_block_attention(to_region_major(q, grid, regions), to_region_major(k, grid, regions),
+                                     to_region_major(v, grid, regions), idx)  # exact, bounded memory
+        return from_region_major(out, grid, regions)
+    block_mask = route_block_mask(idx, T)
     kwargs = {}
     if q.device.type == "cuda" and T < 128:
         # One region per kernel tile, pinned: torch 2.14 shrinks its default 128/64 tiles to a smaller

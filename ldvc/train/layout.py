@@ -17,6 +17,10 @@ process count and the values that would work. A cap that forces a smaller per-de
 asked (a prime share, say 7 images per process with c = 4 -> b = 1, A = 7) is exact but slow;
 `describe()` says so, so the line the training prints makes it visible.
 
+The loader workers of each process (`loader_workers`): `train.num_workers` when it is a number,
+else ("auto") the cores per process minus one, so 8 processes on a 64-core machine get 7 workers
+each instead of a fixed count that oversubscribes (or starves) the machine.
+
 Our choices (ZegCLIP has a fixed 4 x 4 layout): dividing exactly instead of rounding the global
 batch, and shrinking b to a divisor instead of padding the last micro-step (padding would change
 the loss normalisation of that micro-step).
@@ -112,3 +116,37 @@ def resolve_layout(batch_size: int, per_device_batch: int | None, num_processes:
         return Layout(num_processes, share, 1, None)
     per_device = max(d for d in _divisors(share) if d <= per_device_batch)
     return Layout(num_processes, per_device, share // per_device, per_device_batch)
+
+
+# DataLoader workers per process when train.num_workers is "auto": one core per process stays with
+# the process that feeds the device; more than this rarely helps and each worker holds prefetched
+# batches in memory (benchmarks/loader.py measures images/s per worker count).
+MAX_AUTO_WORKERS = 16
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one, else the CPU count)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def loader_workers(setting: int | str, processes: int, local_processes: int | None = None,
+                   cores: int | None = None) -> int:
+    """DataLoader workers of one training process: an integer `train.num_workers` as it is; "auto" =
+    the cores per process on this machine minus one (the feeding process), at most MAX_AUTO_WORKERS,
+    0 with a single core per process. `local_processes`: processes on this machine (LOCAL_WORLD_SIZE
+    from the launcher, else all `processes`)."""
+    import os
+
+    if setting != "auto":
+        if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
+            raise LayoutError(f"train.num_workers must be 'auto' or an integer >= 0, got {setting!r}")
+        return setting
+    if local_processes is None:
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", processes) or processes)
+    per_process = (cores if cores is not None else usable_cores()) // max(1, local_processes)
+    return max(0, min(MAX_AUTO_WORKERS, per_process - 1))

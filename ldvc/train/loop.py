@@ -26,16 +26,33 @@ Exact resume: data order and augmentation are a pure function of (seed, sample p
 every step, so a run killed at any point and resumed from its last checkpoint ends with the
 same weights as an uninterrupted one (CPU, `train.deterministic`). Checkpoints also store the
 RNG states, as the brief asks.
+
+The step (`TrainStep`, also what benchmarks/setups.py times: the real step, host syncs included):
+- At most ONE host synchronisation per optimizer step outside logging and checkpoint steps: the
+  divergence check (is the loss finite on every process?), read once, after the last micro-step's
+  backward and before `optimizer.step()`, so a non-finite loss never updates the weights. Loss
+  terms stay on the device and are read at logging steps only; batches are copied with
+  `non_blocking=True` (pinned memory on a GPU); the loss's target-value scan is skipped (the
+  targets come from `label_lut`, valid by construction); the text encoder checks the class ids
+  once per tensor. tests/test_train_syncs.py counts the reads on the CPU.
+- DDP's unused-parameter search (`find_unused_parameters`, a pass over the autograd graph every
+  step) is on only when some learnable parameter is unused by a step: found once per run by a
+  forward + backward on the meta device (`unused_learnable_parameters`, no arithmetic, no memory).
+- `train.num_workers: auto` derives the loader workers from the cores per process (`loader_workers`).
+- `train.compile`: the model is compiled through a counting backend (ldvc/train/compile_watch.py);
+  the summary records graphs, graph breaks, recompile-limit hits and the compiled FlexAttention's
+  signatures and fallbacks (ldvc/model/route_attention.py), so a silent slow path shows.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +69,13 @@ from ldvc.data.normalize import normalize
 from ldvc.files import sha256_file
 from ldvc.model import losses
 from ldvc.model.build import build_model
+from ldvc.model.clip_loader import built_activation
 from ldvc.model.param_count import count_parameters
+from ldvc.model.route_attention import flex_stats, reset_flex_stats
 from ldvc.seeding import mix_seed
 from ldvc.train import checkpoint as ckpt_io
-from ldvc.train.layout import Layout, resolve_layout
+from ldvc.train.compile_watch import CompileWatch
+from ldvc.train.layout import Layout, loader_workers, resolve_layout
 from ldvc.train.optim import build_optimizer, build_scheduler
 
 IGNORE_INDEX = 255
@@ -69,10 +89,14 @@ class TrainingDivergedError(FloatingPointError):
 
 
 def make_accelerator(mixed_precision: str = "no", batch_size: int | None = None,
-                     per_device_batch: int | None = None, compile_model: bool = False) -> tuple[Accelerator, Layout]:
+                     per_device_batch: int | None = None,
+                     find_unused_parameters: bool = True) -> tuple[Accelerator, Layout]:
     """A fresh Accelerator (CPU when no CUDA) and the training layout for the global `batch_size`
     (None: evaluation, one image batch per process, no accumulation). The process-wide state is
-    reset first so that a second one in the same process (train then evaluate, or tests) does not clash."""
+    reset first so that a second one in the same process (train then evaluate, or tests) does not clash.
+    `find_unused_parameters`: DDP's per-step search for parameters without a gradient
+    (`unused_learnable_parameters` says whether a model needs it). Compilation is not done here
+    (`train_segmentor` compiles through ldvc/train/compile_watch.py, which counts what dynamo does)."""
     cpu = not torch.cuda.is_available()
     if cpu and mixed_precision != "no":
         warnings.warn(f"train.mixed_precision={mixed_precision!r} needs a GPU; training in fp32 on the CPU",
@@ -82,12 +106,32 @@ def make_accelerator(mixed_precision: str = "no", batch_size: int | None = None,
     GradientState._reset_state()
     world = PartialState(cpu=cpu).num_processes
     layout = resolve_layout(batch_size, per_device_batch, world) if batch_size else Layout(world, 1, 1)
-    # find_unused_parameters: a prompt depth or ablation can leave a learnable tensor out of a step.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)
     accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision,
                               gradient_accumulation_steps=layout.accumulation, kwargs_handlers=[ddp],
-                              dynamo_backend="inductor" if compile_model else "no")
+                              dynamo_backend="no")
     return accelerator, layout
+
+
+def unused_learnable_parameters(model: torch.nn.Module, image_size: int,
+                                class_ids: torch.Tensor | None) -> list[str]:
+    """Names of the learnable parameters that one training forward + backward leaves without a gradient.
+
+    Run on the meta device (ldvc.model.flops.on_meta: shapes only, no arithmetic, no memory), in
+    training mode, with the classes a step uses. DDP needs `find_unused_parameters` exactly when
+    this is not empty (a prompt depth or an ablation can leave a learnable tensor out of a step)."""
+    from ldvc.model.flops import on_meta
+
+    was_training = model.training
+    try:
+        with on_meta(model):
+            model.train()
+            images = torch.zeros(1, 3, image_size, image_size, device="meta")
+            ids = None if class_ids is None else torch.empty(len(class_ids), dtype=torch.long, device="meta")
+            model(images, ids).float().sum().backward()
+            return [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    finally:
+        model.train(was_training)
 
 
 def set_deterministic(enabled: bool) -> None:
@@ -175,6 +219,74 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+class TrainStep:
+    """One optimizer step of `train_segmentor` (layout.accumulation micro-steps), the function the
+    benchmarks time too. Returns the step's mean loss and weighted loss terms as DEVICE tensors
+    (read them at logging steps only); raises TrainingDivergedError before `optimizer.step()` when a
+    micro-step's loss is not finite on some process: the one host read of a step (module docstring)."""
+
+    def __init__(self, accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 cfg: Config, setting: str, split: dict, accumulation: int,
+                 out_dir: Path | None = None) -> None:
+        device = accelerator.device
+        self.accelerator, self.model, self.optimizer, self.cfg = accelerator, model, optimizer, cfg
+        self.setting, self.accum, self.out_dir = setting, accumulation, out_dir
+        self.lut = label_lut(split, setting).to(device)
+        self.class_ids = (torch.tensor(split["seen"], dtype=torch.long, device=device)
+                          if setting == "inductive" else None)
+        self.unseen = torch.tensor(split["unseen"], dtype=torch.long, device=device)
+        self.num_logits = len(split["seen"]) if setting == "inductive" else len(split["classes"])
+        self.world = accelerator.num_processes
+
+    def __call__(self, batches: Iterator[dict[str, torch.Tensor]], step: int) -> tuple[torch.Tensor,
+                                                                                       dict[str, torch.Tensor]]:
+        acc, model, optimizer, t = self.accelerator, self.model, self.optimizer, self.cfg.train
+        device = acc.device
+        step_loss = torch.zeros((), device=device)
+        parts_sum: dict[str, torch.Tensor] = {}
+        bad = torch.zeros((), device=device)  # > 0: a micro-step's loss was not finite
+        for micro in range(self.accum):
+            batch = next(batches)
+            # (b, 3, S, S); crop padding = 0 after normalising, as ZegCLIP's Normalize -> Pad
+            images = normalize(batch["image"].to(device, non_blocking=True), batch["pad"].to(device, non_blocking=True))
+            target = self.lut[batch["label"].to(device, non_blocking=True)]  # (b, S, S)
+            with acc.accumulate(model):
+                with acc.autocast():
+                    logits = model(images, self.class_ids)  # (b, C_seen | C_all, S, S)
+                if self.setting == "transductive":
+                    target = pseudo_label(logits, target, batch["pad"].to(device, non_blocking=True), self.unseen,
+                                          self.cfg.transductive.pseudo_threshold)
+                # ZegCLIP's normaliser: present masks over all processes / processes (losses.py)
+                present = losses.present_masks(target, self.num_logits).sum().float()
+                num_masks = acc.reduce(present, reduction="sum") / self.world
+                loss, parts = losses.segmentation_loss(logits.float(), target, self.cfg.loss, num_masks,
+                                                       check_values=False)
+                bad = bad + (~torch.isfinite(loss.detach())).float()
+                if acc.sync_gradients:
+                    # the step's one host read: every process learns whether any loss was not finite
+                    if float(acc.reduce(bad, reduction="sum")) > 0:
+                        self._diverged(loss, step, micro)
+                acc.backward(loss)
+                if acc.sync_gradients and t.grad_clip is not None:
+                    acc.clip_grad_norm_(model.parameters(), t.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            step_loss += loss.detach() / self.accum
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v / self.accum
+        return step_loss, parts_sum
+
+    def _diverged(self, loss: torch.Tensor, step: int, micro: int) -> None:
+        last_good = ckpt_io.latest_checkpoint(self.out_dir) if self.out_dir is not None else None
+        value = float(loss.detach())
+        what = f"{value:.4g}" if not math.isfinite(value) else "non-finite in an earlier micro-batch"
+        raise TrainingDivergedError(
+            f"the loss became {what} at step {step} (micro-batches 0..{micro}) of the "
+            f"{self.setting} run; last good checkpoint: {last_good or 'none yet'}. Lower train.lr, "
+            f"set train.grad_clip, or check the data; train.resume: auto restarts from it"
+        )
+
+
 def checkpoint_payload(model: torch.nn.Module, cfg: Config, setting: str, split: dict, step: int,
                        total: int, clip_info: dict, optimizer: torch.optim.Optimizer | None = None,
                        scheduler: Any = None) -> dict[str, Any]:
@@ -227,17 +339,31 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
                 f"not this {setting} run of {total}; use another out_dir or train.resume: never"
             )
 
-    accelerator, layout = make_accelerator(t.mixed_precision, t.batch_size, t.per_device_batch, t.compile)
-    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    if main:
-        print(f"[train {setting}] layout: {layout.describe()}", flush=True)
     set_deterministic(t.deterministic)
     seed = cfg.project.seed
     model = build_model(cfg, clip_weights, list(split["classes"]))
+    try:
+        unused = unused_learnable_parameters(model, cfg.data.image_size,
+                                             torch.tensor(split["seen"]) if setting == "inductive" else None)
+        unused_note = ", ".join(unused[:5]) + (" ..." if len(unused) > 5 else "") if unused else "none"
+    except Exception as err:  # the probe is an optimisation: when it cannot run, DDP searches every step
+        unused, unused_note = ["?"], f"unknown ({type(err).__name__}: {str(err)[:200]}); searched every step"
+    accelerator, layout = make_accelerator(t.mixed_precision, t.batch_size, t.per_device_batch,
+                                           find_unused_parameters=bool(unused))
+    if str(accelerator.mixed_precision) != t.mixed_precision:
+        # The checkpoint records the precision that RAN (bf16 asked on a CPU trains in fp32): it is a
+        # protocol fact (ldvc/protocol.py), so tables mark what was run, not what was asked.
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, mixed_precision=str(accelerator.mixed_precision)))
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    workers = loader_workers(t.num_workers, world)
+    if main:
+        print(f"[train {setting}] layout: {layout.describe()}; loader workers {workers}; unused learnable "
+              f"parameters: {unused_note}", flush=True)
     params = count_parameters(model)
     # recorded relative to the tree the run happens in (valid in any clone or experiment copy)
     clip_info = {"model": cfg.clip.model, "weights": portable_path(clip_weights, Path.cwd()) if clip_weights else None,
-                 "sha256": sha256_file(clip_weights) if clip_weights else None}
+                 "sha256": sha256_file(clip_weights) if clip_weights else None,
+                 "activation": built_activation(model)}  # what the frozen CLIP was built with
     if init is not None:
         ckpt_io.load_learnable_state(model, init["model"], init_checkpoint)
     optimizer = build_optimizer(model, t)
@@ -252,14 +378,16 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
     raw_model = accelerator.unwrap_model(model)
+    watch = CompileWatch() if t.compile else None
+    reset_flex_stats()
+    if watch is not None:
+        model = watch.compile(model, "inductor")  # the DDP-wrapped model, as accelerate would compile it
+    train_step = TrainStep(accelerator, model, optimizer, cfg, setting, split, layout.accumulation, out_dir)
 
-    lut = label_lut(split, setting).to(device)
-    class_ids = torch.tensor(split["seen"], dtype=torch.long, device=device) if setting == "inductive" else None
-    unseen = torch.tensor(split["unseen"], dtype=torch.long, device=device)
     stream = TrainStream(folder, seed, cfg.data.image_size, t.augment)
     sampler = StepBatchSampler(start, total, t.batch_size, layout.per_device, rank, world)
-    loader = DataLoader(stream, batch_sampler=sampler, num_workers=t.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=t.num_workers > 0,
+    loader = DataLoader(stream, batch_sampler=sampler, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
                         generator=torch.Generator().manual_seed(seed))
 
     log_path = out_dir / "train_log.csv"
@@ -269,8 +397,6 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
         log_rows = _read_log(log_path, start)
         _write_log(log_path, log_rows)
     effective = t.batch_size
-    accum = layout.accumulation
-    num_logits = len(split["seen"]) if setting == "inductive" else len(split["classes"])
     setting_tag = SETTINGS.index(setting)
     last_loss = float("nan")
     window_images, window_start, t0 = 0, time.perf_counter(), time.perf_counter()
@@ -280,38 +406,7 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
     for step in range(start, total):
         # dropout / drop-path randomness: a pure function of (seed, step, rank) -> exact resume
         torch.manual_seed(mix_seed(seed, setting_tag, step, rank))
-        step_loss = torch.zeros((), device=device)
-        parts_sum: dict[str, float] = {}
-        for micro in range(accum):
-            batch = next(batches)
-            images = normalize(batch["image"].to(device, non_blocking=True))  # (b, 3, S, S)
-            target = lut[batch["label"].to(device)]  # (b, S, S)
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    logits = model(images, class_ids)  # (b, C_seen | C_all, S, S)
-                if setting == "transductive":
-                    target = pseudo_label(logits, target, batch["pad"].to(device), unseen,
-                                          cfg.transductive.pseudo_threshold)
-                # ZegCLIP's normaliser: present masks over all processes / processes (losses.py)
-                present = losses.present_masks(target, num_logits).sum().float()
-                num_masks = accelerator.reduce(present, reduction="sum") / world
-                loss, parts = losses.segmentation_loss(logits.float(), target, cfg.loss, num_masks)
-                bad = torch.tensor(0.0 if bool(torch.isfinite(loss.detach())) else 1.0, device=device)
-                if float(accelerator.reduce(bad, reduction="sum")) > 0:
-                    last_good = ckpt_io.latest_checkpoint(out_dir)
-                    raise TrainingDivergedError(
-                        f"the loss became {float(loss.detach()):.4g} at step {step} (micro-batch {micro}) of the "
-                        f"{setting} run; last good checkpoint: {last_good or 'none yet'}. Lower train.lr, "
-                        f"set train.grad_clip, or check the data; train.resume: auto restarts from it"
-                    )
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and t.grad_clip is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            step_loss += loss.detach() / accum
-            for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + float(v) / accum
+        step_loss, parts_sum = train_step(batches, step)  # device tensors: read at logging steps only
         scheduler.step()
         done = step + 1
         window_images += effective
@@ -324,7 +419,7 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
             last_loss = mean_loss
             if main:
                 lrs = {f"train/lr_{g['name']}": g["lr"] for g in optimizer.param_groups}
-                metrics = {"train/loss": mean_loss, **{f"train/{k}": v for k, v in parts_sum.items()},
+                metrics = {"train/loss": mean_loss, **{f"train/{k}": float(v) for k, v in parts_sum.items()},
                            "train/lr": optimizer.param_groups[0]["lr"], **lrs,
                            "train/images_per_s": ips, "train/effective_batch_size": effective}
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
@@ -358,4 +453,19 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
         "per_device_batch": layout.per_device,
         "grad_accumulation": layout.accumulation,
         "layout": layout.describe(),
+        "loader_workers": workers,
+        "find_unused_parameters": bool(unused),
+        "compile": _compile_summary(watch),
     }
+
+
+def _compile_summary(watch: CompileWatch | None) -> dict[str, Any]:
+    """What compilation did in this run (None when train.compile is off) and the compiled FlexAttention's
+    signatures and block-kernel fallbacks (ldvc/model/route_attention.py), for the summary."""
+    flex = flex_stats()
+    out: dict[str, Any] = {"flex_compiled_signatures": flex["compiled_signatures"],
+                           "flex_fallbacks_to_blocks": flex["fallbacks_to_blocks"]}
+    if watch is not None:
+        out.update(watch.report())
+        watch.close()
+    return out
