@@ -179,3 +179,118 @@ def test_colours_survive_the_safe_hue_shift(shift: float) -> None:
         hue = _hue_deg(bright.mean(0))
         nearest = min(names, key=lambda n: _hue_dist(hue, COLOURS[n]))
         assert nearest == CLASS_COLOUR[cid], (CLASSES[cid], shift, hue)
+
+
+# --------------------------------------------------------------------------------------------
+# Worlds: the default and shifted worlds unchanged; the wide world (open-vocabulary target)
+# --------------------------------------------------------------------------------------------
+
+# sha256 over (path, decoded pixels) of every PNG of a 6 train / 5 val dataset, computed with the code
+# before the wide world existed (git show 3d70844:ldvc/data/synthetic.py): the default world (the
+# committed run's training data) and the shifted world must not change by a single pixel.
+WORLD_PIXEL_DIGESTS = {
+    "default": "fc4e54f317dbf9d6d53346278a57f71db57ddf67dddeaba85fcd9842b10442e2",
+    "shifted": "788796e2647776c148b46c5023426728df1c52fe01a00a0a2a462a537c767500",
+}
+
+
+def _pixel_digest(root: Path) -> str:
+    from PIL import Image
+
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.png")):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(np.asarray(Image.open(p)).tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("world", sorted(WORLD_PIXEL_DIGESTS))
+def test_existing_worlds_are_pixel_identical_to_before_the_wide_world(tmp_path: Path, world: str) -> None:
+    cfg = _cfg(n_train=6, n_val=5)
+    cfg.synthetic.world = world
+    synthetic.generate_synthetic(cfg, tmp_path / world)
+    assert _pixel_digest(tmp_path / world) == WORLD_PIXEL_DIGESTS[world]
+
+
+def test_wide_world_vocabulary_is_larger_and_partly_disjoint() -> None:
+    wide = synthetic.WORLDS["wide"].classes
+    assert len(wide) == 21 > len(CLASSES) and len(set(wide)) == len(wide)
+    trained = [c for c in wide if c in CLASSES]
+    novel = [c for c in wide if c not in CLASSES]
+    assert len(trained) == 12 and sorted(novel) == sorted(synthetic.WIDE_RENAMED + synthetic.WIDE_SPLIT)
+    # Every new name is an appearance the CLIP was pre-trained on plus a shape word its captions use.
+    for name in novel:
+        appearance, shape = synthetic.world_class(name)
+        assert shape in synthetic.SHAPES and CLASSES[appearance] not in wide
+        assert name.split()[-1] == shape
+    # the split pairs contrast the triangle (the shape the small CLIP tells best) with another shape
+    by_appearance: dict[int, list[str]] = {}
+    for name in synthetic.WIDE_SPLIT:
+        appearance, shape = synthetic.world_class(name)
+        by_appearance.setdefault(appearance, []).append(shape)
+    assert len(by_appearance) == 3 and all(len(s) == 2 and "triangle" in s for s in by_appearance.values())
+    assert wide[:6] != tuple(CLASSES[:6])  # train ids do not line up with the default world's
+
+
+def test_world_class_parsing_and_ambiguous_worlds_are_refused() -> None:
+    assert synthetic.world_class("striped red") == (CLASSES.index("striped red"), None)
+    assert synthetic.world_class("dotted teal circle") == (CLASSES.index("dotted teal"), "circle")
+    for bad in ("orange", "red hexagon", "striped"):
+        with pytest.raises(ValueError, match=bad):
+            synthetic.world_class(bad)
+    with pytest.raises(AssertionError, match="split by shape"):
+        synthetic._check_world(["red", "red circle"])  # a red circle pixel would have two labels
+
+
+def _fill_ratio(mask: np.ndarray) -> float:
+    ys, xs = np.nonzero(mask)
+    return mask.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
+
+
+def test_wide_world_draws_each_shape_named_class_in_its_shape_and_colour(tmp_path: Path) -> None:
+    """Labels follow the world's ids per object: every class appears; a shape-named class's pixels have
+    its appearance's hue; triangles fill about half of their bounding box, circles and squares far more."""
+    from PIL import Image
+    from scipy import ndimage
+
+    cfg = _cfg(n_train=2, n_val=84)
+    cfg.synthetic.world = "wide"
+    summary = synthetic.generate_synthetic(cfg, tmp_path / "wide")
+    wide = list(synthetic.WORLDS["wide"].classes)
+    assert canonical.read_meta(tmp_path / "wide")["classes"] == wide
+    assert summary["classes_missing"]["val"] == []
+    fills: dict[str, list[float]] = {}
+    hues: dict[str, list[float]] = {}
+    for lab_path in sorted((tmp_path / "wide" / "labels" / "val").glob("*.png")):
+        label = canonical.read_label(lab_path)  # (H, W) world ids, 255 background
+        image = np.asarray(Image.open(tmp_path / "wide" / "images" / "val" / lab_path.name)).astype(np.float32)
+        assert set(np.unique(label)) <= set(range(len(wide))) | {IGNORE_INDEX}
+        for cid in np.unique(label[label != IGNORE_INDEX]):
+            name = wide[cid]
+            regions, n = ndimage.label(label == cid)
+            for k in range(1, n + 1):
+                region = regions == k
+                if region.sum() >= 60:  # whole, unoccluded objects are large; slivers say nothing of shape
+                    fills.setdefault(name, []).append(_fill_ratio(region))
+            bright = image[label == cid]
+            bright = bright[bright.sum(axis=1) >= np.quantile(bright.sum(axis=1), 0.75)]  # the light tone
+            hues.setdefault(name, []).append(_hue_deg(bright.mean(axis=0)))
+    for name in wide:
+        appearance, shape = synthetic.world_class(name)
+        colour_hue = COLOURS[CLASS_COLOUR[appearance]]
+        assert np.median([_hue_dist(h, colour_hue) for h in hues[name]]) < 15, name
+        if shape == "triangle":
+            assert np.median(fills[name]) < 0.62, (name, fills[name])
+        elif shape in ("circle", "square"):
+            assert np.median(fills[name]) > 0.7, (name, fills[name])
+
+
+def test_compose_scene_fixed_shapes_take_no_draw() -> None:
+    """shapes=None keeps the random stream (the default world's); a fixed shape is drawn as given."""
+    a = synthetic.compose_scene(np.random.default_rng(3), 64, 3, class_ids=[0, 7, 15])
+    b = synthetic.compose_scene(np.random.default_rng(3), 64, 3, class_ids=[0, 7, 15], shapes=[None, None, None])
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label)
+    c = synthetic.compose_scene(np.random.default_rng(3), 64, 3, class_ids=[0, 7, 15],
+                                shapes=["triangle", None, "circle"])
+    assert c.objects[0].shape == "triangle" and c.objects[2].shape == "circle"
+    assert c.owner is not None and set(np.unique(c.owner)) <= {-1, 0, 1, 2}
