@@ -106,7 +106,8 @@ def import_state(cfg: Config, state: dict[str, torch.Tensor], model: nn.Module, 
     params = dict(model.named_parameters())
     learnable = {n for n, p in params.items() if p.requires_grad}
     new: dict[str, torch.Tensor] = {}
-    prompts = torch.cat([state["backbone.prompt_embeddings"], state["backbone.deep_prompt_embeddings"]], dim=0)
+    deep = [state["backbone.deep_prompt_embeddings"]] if "backbone.deep_prompt_embeddings" in layout else []
+    prompts = torch.cat([state["backbone.prompt_embeddings"], *deep], dim=0)
     new["image_encoder.prompts"] = prompts  # (layers, n, width)
     for key, (_, role) in layout.items():
         if role == "import" and "prompt_embeddings" not in key:

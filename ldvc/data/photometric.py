@@ -7,7 +7,8 @@ PhotoMetricDistortion (lines 861-960), which ZegCLIP's configs use with its defa
 2. mode = randint(2); mode 1: contrast (p 0.5): x * U(0.5, 1.5);
 3. saturation (p 0.5): to HSV, S * U(0.5, 1.5), back;
 4. hue (p 0.5): to HSV, H + randint(-18, 18) modulo 180 on OpenCV's 0-180 hue scale, i.e. whole
-   2-degree steps in +-36 degrees;
+   2-degree steps in [-36, +34] degrees: mmseg's `random` is numpy.random (transforms.py line 7),
+   whose randint excludes its upper bound, so the shift is one of -18..17;
 5. mode 0: contrast (p 0.5).
 Every step ends like mmseg's `convert`: clip to [0, 255] and cast to uint8 (truncation toward 0).
 
@@ -19,6 +20,8 @@ numpy's global state, so the draws differ from mmseg's while their distributions
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -71,22 +74,48 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     return out.round().clamp_(0.0, 255.0)
 
 
+@dataclass(frozen=True)
+class Distortion:
+    """The random draws of one PhotoMetricDistortion call (None = the step is skipped)."""
+
+    brightness: float | None  # beta added, in 8-bit units
+    contrast_first: bool  # mmseg's mode == 1
+    contrast: float | None  # alpha
+    saturation: float | None  # alpha on S
+    hue: int | None  # OpenCV hue units (2 degrees each)
+
+
+def draw_distortion(g: torch.Generator) -> Distortion:
+    """Draw the steps in mmseg's order and probabilities (each applied with p 0.5)."""
+    brightness = _uniform(g, -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA) if _coin(g) else None
+    contrast_first = _coin(g)
+    contrast_early = _uniform(g, *CONTRAST_RANGE) if contrast_first and _coin(g) else None
+    saturation = _uniform(g, *SATURATION_RANGE) if _coin(g) else None
+    hue = int(torch.randint(-HUE_DELTA, HUE_DELTA, (), generator=g)) if _coin(g) else None  # numpy: -18..17
+    contrast_late = _uniform(g, *CONTRAST_RANGE) if not contrast_first and _coin(g) else None
+    return Distortion(brightness, contrast_first, contrast_early if contrast_first else contrast_late,
+                      saturation, hue)
+
+
+def apply_distortion(x: torch.Tensor, d: Distortion) -> torch.Tensor:
+    """(3, H, W) RGB of 8-bit values in [0, 255] -> distorted, same scale (mmseg's __call__ order)."""
+    if d.brightness is not None:
+        x = _convert(x, beta=d.brightness)
+    if d.contrast_first and d.contrast is not None:
+        x = _convert(x, alpha=d.contrast)
+    if d.saturation is not None:
+        hsv = rgb_to_hsv(x)
+        hsv[1] = _convert(hsv[1], alpha=d.saturation)
+        x = hsv_to_rgb(hsv)
+    if d.hue is not None:
+        hsv = rgb_to_hsv(x)
+        hsv[0] = (hsv[0] + d.hue) % 180.0
+        x = hsv_to_rgb(hsv)
+    if not d.contrast_first and d.contrast is not None:
+        x = _convert(x, alpha=d.contrast)
+    return x
+
+
 def photometric_distortion(image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """(3, H, W) float image in [0, 1] (8-bit values) -> distorted, same shape and scale."""
-    x = (image * 255.0).round()
-    if _coin(g):
-        x = _convert(x, beta=_uniform(g, -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA))
-    contrast_last = not _coin(g)  # mode == 0: contrast at the end
-    if not contrast_last and _coin(g):
-        x = _convert(x, alpha=_uniform(g, *CONTRAST_RANGE))
-    if _coin(g):
-        hsv = rgb_to_hsv(x)
-        hsv[1] = _convert(hsv[1], alpha=_uniform(g, *SATURATION_RANGE))
-        x = hsv_to_rgb(hsv)
-    if _coin(g):
-        hsv = rgb_to_hsv(x)
-        hsv[0] = (hsv[0] + int(torch.randint(-HUE_DELTA, HUE_DELTA + 1, (), generator=g))) % 180.0
-        x = hsv_to_rgb(hsv)
-    if contrast_last and _coin(g):
-        x = _convert(x, alpha=_uniform(g, *CONTRAST_RANGE))
-    return x / 255.0
+    return apply_distortion((image * 255.0).round(), draw_distortion(g)) / 255.0

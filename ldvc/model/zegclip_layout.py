@@ -43,12 +43,17 @@ def zegclip_layout(cfg: Config, clip_model: nn.Module) -> dict[str, tuple[tuple[
     for k, t in clip_model.state_dict().items():
         if not k.startswith("visual.") and k != "logit_scale" and k != "attn_mask":
             out[f"text_encoder.{k}"] = (tuple(t.shape), "text")
+    depth = layers if cfg.prompt.visual_depth == -1 else cfg.prompt.visual_depth
+    total_d_layer = depth - 1  # ZegCLIP's name: prompted layers after the first
     out["backbone.prompt_embeddings"] = ((1, n, width), "import")
-    out["backbone.deep_prompt_embeddings"] = ((layers - 1, n, width), "import")
+    if total_d_layer > 0:  # img_encoder.py lines 177-180: built only for deep VPT
+        out["backbone.deep_prompt_embeddings"] = ((total_d_layer, n, width), "import")
     out["backbone.prompt_proj.weight"] = ((width, width), "import")
     out["backbone.prompt_proj.bias"] = ((width,), "import")
-    out["backbone.prompt_norm.weight"] = ((width,), "import")
-    out["backbone.prompt_norm.bias"] = ((width,), "import")
+    # built for every VPT (line 184) but applied only on the deep path (line 312): unused when shallow
+    norm_role = "import" if total_d_layer > 0 else "unused"
+    out["backbone.prompt_norm.weight"] = ((width,), norm_role)
+    out["backbone.prompt_norm.bias"] = ((width,), norm_role)
     out["decode_head.q_proj.weight"] = ((w, 2 * embed), "import")
     out["decode_head.q_proj.bias"] = ((w,), "import")
     last = cfg.decoder.layers - 1
