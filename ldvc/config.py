@@ -123,12 +123,16 @@ class CocoJsonConfig:
     classes: list[str] = field(default_factory=list)
 
 
-DATASETS = ("synthetic", "voc", "coco_stuff", "context59", "coco_json")
+# voc21, context60, context459, ade20k_150, ade20k_847: the open-vocabulary / cross-dataset targets
+# (ldvc/data/prepare.py); ade20k_847 needs the user's copy of the full ADE20K release.
+DATASETS = ("synthetic", "voc", "coco_stuff", "context59", "coco_json", "voc21", "context60", "context459",
+            "ade20k_150", "ade20k_847")
 
 
 @dataclass
 class DataConfig:
-    dataset: Literal["synthetic", "voc", "coco_stuff", "context59", "coco_json"] = "voc"
+    dataset: Literal["synthetic", "voc", "coco_stuff", "context59", "coco_json", "voc21", "context60", "context459",
+                     "ade20k_150", "ade20k_847"] = "voc"
     root: str = "data/prepared"
     cache_dir: str = ".cache/downloads"
     extracted_dir: str | None = None

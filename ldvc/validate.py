@@ -22,6 +22,7 @@ def validate_run(cfg: Config, *, preset_dir: Path | None = None) -> Config:
     cannot run with this code; returns `cfg` for chaining."""
     _check_model(cfg, "")
     _check_split(cfg.data, cfg.split.unseen, "split.unseen")
+    _check_local_sources(cfg.data, "data")
     _check_protocol(cfg, preset_dir)
     for name in cfg.ablation:
         variant = cfg.variant(name)
@@ -32,9 +33,13 @@ def validate_run(cfg: Config, *, preset_dir: Path | None = None) -> Config:
             raise ConfigError(f"'ablation.{name}' gives an invalid configuration: {err}") from None
     for name in cfg.cross_dataset:
         target = cfg.cross_target(name)
+        _check_local_sources(target, f"cross_dataset.{name}")
         if target.dataset == "coco_json" and not target.coco_json.val_annotations:
             raise ConfigError(f"'cross_dataset.{name}.coco_json.val_annotations' is empty: a coco_json target "
                               "needs its validation annotations")
+    if hasattr(cfg, "open_vocab"):  # the open-vocabulary targets (issue 20), where the config has them
+        for name in cfg.open_vocab.targets:
+            _check_local_sources(cfg.target("open_vocab", name), f"open_vocab.targets.{name}")
     return cfg
 
 
@@ -99,6 +104,25 @@ def _check_split(data: DataConfig, unseen: str | list[str], key: str) -> None:
         make_split(dataset_classes(data), unseen, data.dataset)
     except SplitError as err:
         raise ConfigError(f"'{key}': {err}") from None
+
+
+def _check_local_sources(data: DataConfig, key: str) -> None:
+    """A dataset whose archive only the user can supply (ade20k_847: the full ADE20K release needs an
+    account) must name it (data.sources.<source>.url) or extracted data (data.extracted_dir): fail here,
+    in a second, rather than in the download stage. Other source problems are the download stage's."""
+    from ldvc.data.sources import DATASET_SOURCES, SourceNotConfiguredError, require_configured, resolve_sources
+
+    if data.dataset not in DATASET_SOURCES or data.extracted_dir:
+        return
+    try:
+        sources = resolve_sources(data.sources)
+    except ValueError:
+        return  # a malformed override: reported with its key by the inputs / download stage
+    for name in DATASET_SOURCES[data.dataset]:
+        try:
+            require_configured(sources[name], data.dataset)
+        except SourceNotConfiguredError as err:
+            raise ConfigError(f"'{key}.dataset' = {data.dataset}: {err}") from None
 
 
 def _check_protocol(cfg: Config, preset_dir: Path | None) -> None:

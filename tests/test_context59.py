@@ -258,12 +258,23 @@ def test_wrong_labels_txt_is_rejected(mini_context59_archives, tmp_path):
         prepare_dataset(_cfg(tmp_path, {}, extracted_dir=str(base)), tmp_path / "prepared", tmp_path, progress=False)
 
 
-def test_without_labels_txt_the_conversion_says_so(mini_context59_archives, tmp_path):
+def test_without_labels_txt_the_conversion_fails_naming_it(mini_context59_archives, tmp_path):
+    """Issue 17 item 9: the docstring promises labels.txt is verified on every conversion, so a
+    missing one is an error (it used to be skipped silently), naming both places looked at and the
+    fix, before any image is converted. labels.txt inside trainval/ is found too."""
     base = _extract(mini_context59_archives, tmp_path / "x")
-    (base / "labels.txt").unlink()
-    prepare_dataset(_cfg(tmp_path, {}, extracted_dir=str(base)), tmp_path / "prepared", tmp_path, progress=False)
+    (base / "labels.txt").rename(base / "moved.txt")
+    cfg = _cfg(tmp_path, {}, extracted_dir=str(base))
+    with pytest.raises(ContextLayoutError) as err:
+        prepare_dataset(cfg, tmp_path / "prepared", tmp_path, progress=False)
+    msg = str(err.value)
+    assert f"{base / 'labels.txt'} or {base / 'trainval' / 'labels.txt'}" in msg
+    assert "Context-59 mapping" in msg and "trainval.tar.gz" in msg
+    assert not (tmp_path / "prepared").exists() and not list(tmp_path.glob(".prepared.partial-*"))
+    (base / "moved.txt").rename(base / "trainval" / "labels.txt")
+    prepare_dataset(cfg, tmp_path / "prepared", tmp_path, progress=False)
     src = canonical.read_meta(tmp_path / "prepared")["source"]
-    assert src["labels_txt"] is None and src["labels_txt_verified"] is False
+    assert src["labels_txt"] == str(base / "trainval" / "labels.txt") and src["labels_txt_verified"] is True
 
 
 def test_missing_annotation_of_a_listed_id(mini_context59_archives, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fixtures import serve_directory
 
-from ldvc.data.download import ChecksumError, DownloadError, fetch
+from ldvc.data.download import ChecksumError, DownloadError, fetch, fetch_with_digests
 from ldvc.data.sources import OFFICIAL_SOURCES, Source, resolve_sources
 
 
@@ -23,8 +23,8 @@ def blob(tmp_path: Path) -> tuple[Path, str, str]:
     return www, hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest()
 
 
-def _src(url: str, md5: str | None = None, sha256: str | None = None) -> Source:
-    return Source("blob", url, "blob.tar", md5=md5, sha256=sha256)
+def _src(url: str, md5: str | None = None, sha256: str | None = None, sha1: str | None = None) -> Source:
+    return Source("blob", url, "blob.tar", md5=md5, sha256=sha256, sha1=sha1)
 
 
 def test_fetch_verifies_and_second_fetch_is_a_cache_hit(blob, tmp_path):
@@ -84,6 +84,47 @@ def test_sha256_is_checked_too(blob, tmp_path):
     www, md5, _ = blob
     with serve_directory(www) as url, pytest.raises(ChecksumError, match="sha256 checksum mismatch"):
         fetch(_src(url + "blob.tar", md5, "0" * 64), tmp_path / "cache", progress=False)
+
+
+def test_sha1_is_checked_where_it_is_the_published_checksum(blob, tmp_path):
+    """ADEChallengeData2016.zip has only a published SHA-1 (ldvc/data/sources.py): a source may carry one."""
+    www, _, _ = blob
+    sha1 = hashlib.sha1((www / "blob.tar").read_bytes()).hexdigest()
+    with serve_directory(www) as url:
+        with pytest.raises(ChecksumError, match=r"sha1 checksum mismatch: expected 0{40} .*actual " + sha1):
+            fetch(_src(url + "blob.tar", sha1="0" * 40), tmp_path / "c1", progress=False)
+        path, digests = fetch_with_digests(_src(url + "blob.tar", sha1=sha1), tmp_path / "c2", progress=False)
+    assert digests["sha1"] == sha1
+    local = fetch_with_digests(_src(str(www / "blob.tar"), sha1=sha1), tmp_path / "c3", progress=False)
+    assert local[0] == www / "blob.tar" and local[1]["sha1"] == sha1
+    s = resolve_sources({"ade20k_challenge": {"url": "/data/ADE.zip", "sha1": "AB" * 20}})["ade20k_challenge"]
+    assert s.sha1 == "ab" * 20 and s.filename == "ADE.zip"
+    with pytest.raises(ValueError, match="40-digit hex sha1"):
+        resolve_sources({"ade20k_challenge": {"sha1": "123"}})
+
+
+def test_records_made_before_sha1_existed_are_reused_or_completed(blob, tmp_path):
+    """A cached archive's sidecar written before sha1 was computed (md5 + sha256 only) stays a cache hit
+    for a source without a sha1 (no re-hash, no download); for a source WITH a sha1 the file is hashed
+    again - not downloaded again - and the record completed."""
+    import json
+
+    from ldvc.data.download import sidecar_path
+
+    www, md5, _ = blob
+    sha1 = hashlib.sha1((www / "blob.tar").read_bytes()).hexdigest()
+    log: list = []
+    with serve_directory(www, log=log) as url:
+        path = fetch(_src(url + "blob.tar", md5), tmp_path / "cache", progress=False)
+        side = sidecar_path(path)
+        rec = json.loads(side.read_text())
+        del rec["sha1"]
+        side.write_text(json.dumps(rec))
+        _, digests = fetch_with_digests(_src(url + "blob.tar", md5), tmp_path / "cache", progress=False)
+        assert "sha1" not in digests  # served from the old record: nothing re-hashed
+        _, digests = fetch_with_digests(_src(url + "blob.tar", md5, sha1=sha1), tmp_path / "cache", progress=False)
+    assert digests["sha1"] == sha1 and json.loads(side.read_text())["sha1"] == sha1
+    assert len(log) == 1  # one download in all
 
 
 def test_local_path_and_file_url_are_used_in_place(blob, tmp_path):

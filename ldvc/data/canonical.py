@@ -1,10 +1,20 @@
 """The canonical on-disk dataset format that every preparer writes and every loader reads.
 
-    <root>/meta.json               {"dataset", "classes" (train-id order), "ignore_index": 255,
+    <root>/meta.json               {"dataset", "classes" (train-id order), "ignore_index": 255 | 65535,
                                     "splits": {"train": n, "val": n}, "source": {provenance}}
     <root>/images/<split>/<id>.jpg|png   RGB (a non-RGB source image is converted and stored as PNG)
-    <root>/labels/<split>/<id>.png       uint8, 0..C-1 = train ids, 255 = ignore
+    <root>/labels/<split>/<id>.png       0..C-1 = train ids; up to 255 classes: 8-bit, 255 = ignore;
+                                         more (ADE20K-847, PASCAL Context-459): 16-bit, 65535 = ignore
     <root>/lists/<split>.txt             one id per line, sorted
+
+Wide vocabularies: 847 or 459 train ids do not fit 8 bits below 255, so such datasets store 16-bit
+grayscale PNG labels whose ignore value is 65535 (`ignore_index_for`), the convention of the
+open-vocabulary references (SAN san/data/datasets/register_ade20k_full.py and register_pcontext.py,
+FC-CLIP fcclip/data/datasets/register_ade20k_full.py and register_pascal_ctx_459_sem_seg.py all
+register these datasets with `ignore_label=65535` over 16-bit label images). Every dataset with at
+most 255 classes keeps the 8-bit format and ignore 255 byte for byte, so nothing prepared before
+changes. meta.json's "ignore_index" says which; readers take it from there (`read_label` returns
+uint8 or uint16 accordingly).
 
 Writers build the whole tree in a sibling temporary directory (`staging`) and rename it into
 place at the end, so a crash never leaves a half-written dataset where a loader would find it.
@@ -39,6 +49,7 @@ from PIL import Image
 from tqdm import tqdm
 
 IGNORE_INDEX = 255
+WIDE_IGNORE_INDEX = 65535  # datasets of more than 255 classes (16-bit labels)
 SPLITS = ("train", "val")
 IMAGE_EXTS = (".jpg", ".png")
 META_FILE = "meta.json"
@@ -73,14 +84,15 @@ def unreadable(path: str | os.PathLike, what: str, err: BaseException, fix: str 
 
 
 def read_index_png(path: str | os.PathLike, what: str, modes: Sequence[str] = ("L", "P"), mode_fix: str = "",
-                   mode_error: type[ValueError] = ValueError) -> np.ndarray:
-    """(H, W) uint8 pixel values of a single-channel label image, fully decoded here so that a
-    truncated file fails naming itself. Another mode than `modes` raises `mode_error` + `mode_fix`."""
+                   mode_error: type[ValueError] = ValueError, dtype: type | None = np.uint8) -> np.ndarray:
+    """(H, W) pixel values of a single-channel label image (as `dtype`; None = the image's own), fully
+    decoded here so that a truncated file fails naming itself. Another mode than `modes` raises
+    `mode_error` + `mode_fix`."""
     try:
         with Image.open(path) as im:
             mode = im.mode
             if mode in modes:
-                return np.asarray(im, dtype=np.uint8).copy()
+                return np.asarray(im, dtype=dtype).copy()
     except DECODE_ERRORS as err:
         raise unreadable(path, what, err) from None
     raise mode_error(f"{path}: {what} has mode {mode!r}, expected {' or '.join(map(repr, modes))}{mode_fix}")
@@ -89,6 +101,21 @@ def read_index_png(path: str | os.PathLike, what: str, modes: Sequence[str] = ("
 # --------------------------------------------------------------------------------------------
 # Paths and reading
 # --------------------------------------------------------------------------------------------
+
+
+def ignore_index_for(num_classes: int) -> int:
+    """The ignore value of a dataset of `num_classes` classes: 255 (8-bit labels) up to 255 classes,
+    65535 (16-bit labels) beyond; more than 65535 classes do not fit any label format here."""
+    if num_classes <= IGNORE_INDEX:
+        return IGNORE_INDEX
+    if num_classes <= WIDE_IGNORE_INDEX:
+        return WIDE_IGNORE_INDEX
+    raise CanonicalFormatError(f"{num_classes} classes do not fit 16-bit labels below {WIDE_IGNORE_INDEX}")
+
+
+def label_dtype(ignore_index: int) -> type[np.unsignedinteger]:
+    """numpy dtype of the label maps of a dataset with this ignore value (uint8 or uint16)."""
+    return np.uint8 if ignore_index == IGNORE_INDEX else np.uint16
 
 
 def image_path(root: str | os.PathLike, split: str, image_id: str) -> Path:
@@ -145,9 +172,15 @@ def list_ids(root: str | os.PathLike, split: str) -> list[str]:
 
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
-    """(H, W) uint8 train-id map."""
-    return read_index_png(path, "label", ("L", "P"), "; re-run the data preparation (dvc repro download)",
-                          mode_error=CanonicalFormatError)
+    """(H, W) train-id map: uint8 (8-bit PNG, ignore 255) or uint16 (16-bit PNG of a dataset with more
+    than 255 classes, ignore 65535; Pillow opens those as mode "I;16", older versions as "I")."""
+    lab = read_index_png(path, "label", ("L", "P", "I;16", "I"), "; re-run the data preparation (dvc repro download)",
+                         mode_error=CanonicalFormatError, dtype=None)
+    if lab.dtype == np.uint8 or lab.dtype == np.uint16:
+        return lab
+    if lab.size and (lab.min() < 0 or lab.max() > WIDE_IGNORE_INDEX):
+        raise CanonicalFormatError(f"{path}: label values outside 0..{WIDE_IGNORE_INDEX}; re-run the data preparation")
+    return lab.astype(np.uint16)
 
 
 def validate_canonical(root: str | os.PathLike, check_pixels: bool = False) -> dict[str, Any]:
@@ -158,8 +191,12 @@ def validate_canonical(root: str | os.PathLike, check_pixels: bool = False) -> d
     classes = meta["classes"]
     if not isinstance(classes, list) or not classes or len(set(classes)) != len(classes):
         raise CanonicalFormatError(f"{root}/meta.json: 'classes' must be a non-empty list of unique names")
-    if len(classes) > IGNORE_INDEX:
-        raise CanonicalFormatError(f"{root}: {len(classes)} classes do not fit uint8 labels below 255")
+    ignore = ignore_index_for(len(classes))
+    if meta["ignore_index"] != ignore:
+        raise CanonicalFormatError(
+            f"{root}/meta.json: ignore_index is {meta['ignore_index']!r}, expected {ignore} for {len(classes)} classes "
+            f"(8-bit labels with ignore 255 up to 255 classes, 16-bit with 65535 beyond); re-run the data preparation"
+        )
     for split in SPLITS:
         ids = list_ids(root, split)
         if not ids:
@@ -186,11 +223,17 @@ def validate_canonical(root: str | os.PathLike, check_pixels: bool = False) -> d
             n = len(classes)
             for i in ids:
                 lab = read_label(label_path(root, split, i))
-                bad = np.unique(lab[(lab >= n) & (lab != IGNORE_INDEX)])
+                want = np.dtype(label_dtype(ignore))
+                if lab.dtype != want:
+                    raise CanonicalFormatError(
+                        f"{label_path(root, split, i)}: {lab.dtype} label, expected {want} for {n} classes "
+                        f"(ignore {ignore}); re-run the data preparation"
+                    )
+                bad = np.unique(lab[(lab >= n) & (lab != ignore)])
                 if bad.size:
                     raise CanonicalFormatError(
                         f"{label_path(root, split, i)}: values {bad.tolist()} are neither a train id "
-                        f"(0..{n - 1}) nor ignore (255)"
+                        f"(0..{n - 1}) nor ignore ({ignore})"
                     )
     return meta
 
@@ -263,7 +306,7 @@ def write_meta(
     meta = {
         "dataset": dataset,
         "classes": list(classes),
-        "ignore_index": IGNORE_INDEX,
+        "ignore_index": ignore_index_for(len(classes)),
         "splits": {k: int(v) for k, v in splits.items()},
         "source": source or {},
     }
@@ -288,10 +331,11 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 
 def write_label(path: str | os.PathLike, label: np.ndarray) -> None:
-    """Save an (H, W) uint8 train-id map as a single-channel PNG."""
-    if label.dtype != np.uint8 or label.ndim != 2:
-        raise ValueError(f"{path}: label must be a 2-D uint8 array, got {label.dtype} {label.shape}")
-    Image.fromarray(label, mode="L").save(path, format="PNG")
+    """Save an (H, W) train-id map as a single-channel PNG: uint8 -> 8-bit, uint16 -> 16-bit grayscale."""
+    if label.dtype not in (np.uint8, np.uint16) or label.ndim != 2:
+        raise ValueError(f"{path}: label must be a 2-D uint8 or uint16 array, got {label.dtype} {label.shape}")
+    # Image.fromarray picks mode "L" for uint8 and "I;16" for uint16 (16-bit grayscale PNG).
+    Image.fromarray(np.ascontiguousarray(label)).save(path, format="PNG")
 
 
 def write_image(src: str | os.PathLike, dst_dir: str | os.PathLike, image_id: str) -> tuple[Path, tuple[int, int]]:

@@ -17,8 +17,10 @@ one of them), covers 10,100 of the 10,103 images, and its one download host
 (codalabuser.blob.core.windows.net) is no longer dependable (at least one project now fetches a
 Wayback Machine snapshot of it). The .mat release is the authors' own, needs only scipy,
 and ships labels.txt, so the id -> name mapping is checked against the archive itself on every
-conversion. Not verifiable offline: that the Detail RLE masks equal the .mat label maps pixel for
-pixel (both come from the same annotation effort; no difference is documented).
+conversion (a missing labels.txt is an error: ldvc/data/pascal_context.py, which holds the reading,
+layout and conversion shared with Context-60 and Context-459). Not verifiable offline: that the
+Detail RLE masks equal the .mat label maps pixel for pixel (both come from the same annotation
+effort; no difference is documented).
 
 Mapping (the same as mmseg's PascalContextDataset59): mmseg's `_mapping` holds 0 and the 59
 459-class ids of the classes [2 aeroplane, 9 bag, 18 bed, ..., 458 wood]; sorted, they number
@@ -45,17 +47,28 @@ lists (tests, subsets) are used as given, and every listed id must have an image
 
 from __future__ import annotations
 
-import functools
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.io
 
-from ldvc.data import canonical
 from ldvc.data.classes import CONTEXT59_CLASSES
-from ldvc.data.voc import VocLayoutError, find_dir, read_id_list
+from ldvc.data.pascal_context import (  # noqa: F401  (re-exported: the Context-59 API predates the shared module)
+    DETAIL_COUNTS,
+    NUM_RAW,
+    OFFICIAL_COUNTS,
+    OFFICIAL_TRAINVAL,
+    ContextAnnotationError,
+    ContextLayoutError,
+    ContextVariant,
+    find_context_root,
+    find_voc2010_root,
+    plan_context,
+    prepare_context,
+    read_label_map,
+    read_labels_txt,
+)
+from ldvc.data.pascal_context import check_labels_txt as _check_labels_txt
 
 # 459-class ids (PASCAL-Context labels.txt) of the 59 classes, in train-id order (= ascending id).
 CONTEXT59_RAW_IDS: tuple[int, ...] = (
@@ -63,10 +76,6 @@ CONTEXT59_RAW_IDS: tuple[int, ...] = (
     144, 158, 159, 162, 187, 189, 207, 220, 232, 258, 259, 260, 284, 295, 296, 308, 324, 326, 347, 349,
     354, 355, 360, 366, 368, 397, 415, 416, 420, 424, 427, 440, 445, 454, 458,
 )
-NUM_RAW = 459  # labels.txt ids 1..459; 0 = unlabelled
-OFFICIAL_COUNTS = {"train": 4998, "val": 5105}  # VOC2010 ImageSets/Main
-DETAIL_COUNTS = {"train": 4996, "val": 5104}  # mmseg / Detail JSON (documentation only)
-OFFICIAL_TRAINVAL = 10103
 
 assert len(CONTEXT59_RAW_IDS) == len(CONTEXT59_CLASSES) == 59
 assert list(CONTEXT59_RAW_IDS) == sorted(set(CONTEXT59_RAW_IDS))
@@ -81,42 +90,10 @@ def raw_to_train_lut() -> np.ndarray:
 
 RAW_TO_TRAIN = raw_to_train_lut()
 
-
-class ContextLayoutError(VocLayoutError):
-    """The extracted VOC2010 / PASCAL-Context data does not have the expected layout."""
-
-
-class ContextAnnotationError(ValueError):
-    """A PASCAL-Context annotation file cannot be read or holds invalid values (names the file)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Reading
-# --------------------------------------------------------------------------------------------
-
-
-def read_label_map(path: str | Path) -> np.ndarray:
-    """(H, W) int64 459-class ids of a PASCAL-Context trainval/<id>.mat (`LabelMap`)."""
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except Exception as exc:  # scipy raises many types for truncated / non-MAT / v7.3 files
-        raise ContextAnnotationError(
-            f"{path}: cannot read this PASCAL-Context annotation ({type(exc).__name__}: {exc}); the file is "
-            f"corrupt or not from trainval.tar.gz: delete the extracted copy (and the archive) and prepare again"
-        ) from None
-    if "LabelMap" not in mat:
-        keys = sorted(k for k in mat if not k.startswith("__"))
-        raise ContextAnnotationError(f"{path}: no 'LabelMap' variable (found {keys}); not a PASCAL-Context .mat")
-    lab = np.asarray(mat["LabelMap"])
-    if lab.ndim != 2 or lab.dtype.kind not in "ui":
-        raise ContextAnnotationError(
-            f"{path}: LabelMap is {lab.dtype} with shape {lab.shape}; expected an (H, W) integer map"
-        )
-    lab = lab.astype(np.int64)
-    if lab.size and (lab.min() < 0 or lab.max() > NUM_RAW):
-        bad = np.unique(lab[(lab < 0) | (lab > NUM_RAW)])[:10].tolist()
-        raise ContextAnnotationError(f"{path}: LabelMap values {bad} are outside 0..{NUM_RAW}")
-    return lab
+CONTEXT59 = ContextVariant(
+    dataset="context59", title="Context-59", classes=CONTEXT59_CLASSES, lut=RAW_TO_TRAIN,
+    named_ids=tuple(zip(CONTEXT59_RAW_IDS, CONTEXT59_CLASSES, strict=True)),
+)
 
 
 def convert_label(raw: np.ndarray) -> np.ndarray:
@@ -124,147 +101,19 @@ def convert_label(raw: np.ndarray) -> np.ndarray:
     return RAW_TO_TRAIN[raw]
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def read_labels_txt(path: Path) -> dict[int, str]:
-    """{id: name} of a PASCAL-Context labels.txt ("<id>: <name>" per line)."""
-    out: dict[int, str] = {}
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        m = re.fullmatch(r"\s*(\d+)\s*:\s*(.+?)\s*", line)
-        if not m:
-            raise ContextLayoutError(f"{path}:{n}: expected '<id>: <name>', got {line!r}")
-        out[int(m.group(1))] = m.group(2)
-    return out
-
-
 def check_labels_txt(path: Path) -> int:
     """Check that labels.txt names the 59 classes at CONTEXT59_RAW_IDS; returns its entry count."""
-    names = read_labels_txt(path)
-    wrong = [
-        f"{i}: {names.get(i)!r} (expected {c!r})"
-        for i, c in zip(CONTEXT59_RAW_IDS, CONTEXT59_CLASSES, strict=True)
-        if _normalise(names.get(i, "")) != _normalise(c)
-    ]
-    if wrong:
-        raise ContextLayoutError(
-            f"{path}: the 459-class ids of the 59 classes do not name them ({len(wrong)} wrong, first: "
-            f"{wrong[:3]}); this is not the PASCAL-Context labels.txt the 59-class mapping is defined on"
-        )
-    return len(names)
-
-
-# --------------------------------------------------------------------------------------------
-# Layout
-# --------------------------------------------------------------------------------------------
-
-
-def find_voc2010_root(base: Path) -> Path:
-    """The VOC2010 directory (JPEGImages, ImageSets/Main/{train,val}.txt)."""
-    try:
-        return find_dir(
-            base,
-            lambda d: (d / "JPEGImages").is_dir() and (d / "ImageSets" / "Main" / "train.txt").is_file()
-            and (d / "ImageSets" / "Main" / "val.txt").is_file(),
-            "VOC2010 directory (VOCdevkit/VOC2010 with JPEGImages and ImageSets/Main/{train,val}.txt)",
-        )
-    except VocLayoutError as exc:
-        raise ContextLayoutError(str(exc)) from None
-
-
-def find_context_root(base: Path) -> Path:
-    """The directory holding the PASCAL-Context `trainval/` folder of .mat files."""
-
-    def looks_right(d: Path) -> bool:
-        t = d / "trainval"
-        return t.is_dir() and next(t.glob("*.mat"), None) is not None
-
-    try:
-        return find_dir(base, looks_right, "PASCAL-Context annotations (a 'trainval' folder of <id>.mat files)")
-    except VocLayoutError as exc:
-        raise ContextLayoutError(str(exc)) from None
-
-
-def find_labels_txt(context_root: Path) -> Path | None:
-    for cand in (context_root / "labels.txt", context_root / "trainval" / "labels.txt"):
-        if cand.is_file():
-            return cand
-    return None
+    return _check_labels_txt(path, CONTEXT59)
 
 
 def plan_context59(voc_root: Path, context_root: Path) -> dict[str, list[tuple[str, str, str, str]]]:
     """Per split, the (split, id, image file, .mat file) of every image to convert."""
-    main = voc_root / "ImageSets" / "Main"
-    lists = {s: read_id_list(main / f"{s}.txt") for s in ("train", "val")}
-    both = sorted(set(lists["train"]) & set(lists["val"]))
-    if both:
-        raise ContextLayoutError(f"{main}: {len(both)} ids are in both train.txt and val.txt (first: {both[:3]})")
-    mats = {p.stem for p in (context_root / "trainval").glob("*.mat")}
-    official = {s: len(ids) for s, ids in lists.items()} == OFFICIAL_COUNTS
-    if official and (len(mats) != OFFICIAL_TRAINVAL or mats != set(lists["train"]) | set(lists["val"])):
-        extra = sorted(mats - set(lists["train"]) - set(lists["val"]))
-        raise RuntimeError(
-            f"the official VOC2010 lists (4,998 train + 5,105 val ids) need exactly their {OFFICIAL_TRAINVAL} "
-            f"annotations, {context_root / 'trainval'} holds {len(mats)} .mat files (not in the lists: "
-            f"{extra[:3]}): the archives are not the official ones"
-        )
-    plan: dict[str, list[tuple[str, str, str, str]]] = {}
-    for split, ids in lists.items():
-        missing = sorted(i for i in ids if i not in mats)
-        if missing:
-            raise ContextLayoutError(
-                f"{len(missing)} {split} ids of {main / (split + '.txt')} have no annotation "
-                f"{context_root / 'trainval'}/<id>.mat (first: {missing[:3]})"
-            )
-        items = []
-        for i in sorted(set(ids)):
-            image = voc_root / "JPEGImages" / f"{i}.jpg"
-            if not image.is_file():
-                raise ContextLayoutError(f"{image}: image of {split} id {i} not found")
-            items.append((split, i, str(image), str(context_root / "trainval" / f"{i}.mat")))
-        plan[split] = items
-    return plan
-
-
-# --------------------------------------------------------------------------------------------
-# Conversion
-# --------------------------------------------------------------------------------------------
-
-
-def _convert_one(item: tuple[str, str, str, str], out: str) -> tuple[str, str]:
-    """Worker: copy one image and write its train-id label into the staging tree `out`."""
-    split, image_id, image_src, label_src = item
-    label = convert_label(read_label_map(label_src))
-    _, (h, w) = canonical.write_image(image_src, Path(out) / "images" / split, image_id)
-    if (h, w) != label.shape:
-        raise ContextAnnotationError(
-            f"{label_src}: LabelMap is {label.shape[0]}x{label.shape[1]} but image {image_src} is {h}x{w}"
-        )
-    canonical.write_label(Path(out) / "labels" / split / f"{image_id}.png", label)
-    return split, image_id
+    return plan_context(voc_root, context_root)
 
 
 def prepare_context59(
     voc_base: Path, context_base: Path, out_root: Path, num_workers: int = 4, source: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Convert extracted VOC2010 (`voc_base`) + PASCAL-Context trainval (`context_base`) into `out_root`."""
-    voc_root, context_root = find_voc2010_root(Path(voc_base)), find_context_root(Path(context_base))
-    labels_txt = find_labels_txt(context_root)
-    n_labels = check_labels_txt(labels_txt) if labels_txt is not None else None
-    plan = plan_context59(voc_root, context_root)
-    with canonical.staging(out_root) as tmp:
-        items = plan["train"] + plan["val"]
-        canonical.parallel_map(functools.partial(_convert_one, out=str(tmp)), items, num_workers,
-                               "Context-59 -> canonical")
-        splits = {s: len(canonical.write_list(tmp, s, [i[1] for i in plan[s]])) for s in ("train", "val")}
-        canonical.write_meta(tmp, "context59", CONTEXT59_CLASSES, splits, {
-            **(source or {}), "voc2010_root": str(voc_root), "context_root": str(context_root),
-            "labels_txt": str(labels_txt) if labels_txt else None, "labels_txt_entries": n_labels,
-            "labels_txt_verified": labels_txt is not None,
-            "split_lists": "VOC2010 ImageSets/Main/{train,val}.txt", "official_counts": splits == OFFICIAL_COUNTS,
-            "raw_ids": list(CONTEXT59_RAW_IDS),
-        })
-    return canonical.read_meta(out_root)
+    return prepare_context(CONTEXT59, voc_base, context_base, out_root, num_workers, source,
+                           {"raw_ids": list(CONTEXT59_RAW_IDS)})

@@ -6,11 +6,12 @@ Implements the "real path" download of protocol.md with the standard library onl
   that ignores Range and answers 200 restarts the file from zero);
 - transient failures (connection reset, timeout, 5xx, 408/429) are retried with exponential
   back-off; other HTTP errors (404, 403, ...) fail at once with the URL and the fix;
-- md5 and/or sha256 are checked BEFORE the file is renamed into place; a mismatch raises
-  `ChecksumError` naming the file, the expected and the actual digest and the key to fix, and
-  the fresh file is moved aside to `<file>.corrupt` so nothing ever extracts it. When the
-  expected value was the wrong one, the next run checks `<file>.corrupt` against the corrected
-  value and moves it back into place instead of downloading the same bytes again;
+- md5, sha1 and/or sha256 (whichever the source publishes) are checked BEFORE the file is
+  renamed into place; a mismatch raises `ChecksumError` naming the file, the expected and the
+  actual digest and the key to fix, and the fresh file is moved aside to `<file>.corrupt` so
+  nothing ever extracts it. When the expected value was the wrong one, the next run checks
+  `<file>.corrupt` against the corrected value and moves it back into place instead of
+  downloading the same bytes again;
 - a verified file gets a sidecar `<file>.verified.json` (size, mtime_ns, digests, the expected
   values it was checked against, the server's ETag / Last-Modified) so a re-run is a cache hit
   without re-hashing gigabytes (our choice; any change of size or mtime re-hashes).
@@ -53,7 +54,10 @@ from ldvc.data.sources import OFFICIAL_SOURCES, Source
 
 CHUNK = 1 << 20
 USER_AGENT = "ldvc-downloader/0.1 (+urllib)"
-ALGOS = ("md5", "sha256")
+ALGOS = ("md5", "sha1", "sha256")  # computed in one pass; checked when the source gives one
+# A record (sidecar, digest index) is usable when it holds these; sha1 was added later, so a record
+# without it is still good for every source that publishes no sha1 (no re-hash of old caches).
+RECORDED = ("md5", "sha256")
 LOCAL_DIGESTS = "local-digests.json"  # in data.cache_dir: digests of user files, keyed by path
 # A HEAD refused with these statuses is retried as a 1-byte Range GET (405/501: method not
 # supported; 400/403: some object stores sign URLs for GET only).
@@ -116,24 +120,34 @@ def expected_key(source: Source, algo: str) -> str:
 
 
 def file_digests(path: Path, progress: bool = False) -> dict[str, str]:
-    """md5 and sha256 of a file in one streaming pass."""
-    md5, sha = hashlib.md5(), hashlib.sha256()
+    """md5, sha1 and sha256 of a file in one streaming pass."""
+    md5, sha1, sha = hashlib.md5(), hashlib.sha1(), hashlib.sha256()
     size = path.stat().st_size
     # delay: a bar only for hashes that take more than a second (big archives), not for small files.
     with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=f"verify {path.name}",
                                      disable=not progress, leave=False, delay=1.0) as bar:
         while block := f.read(CHUNK):
             md5.update(block)
+            sha1.update(block)
             sha.update(block)
             bar.update(len(block))
-    return {"md5": md5.hexdigest(), "sha256": sha.hexdigest()}
+    return {"md5": md5.hexdigest(), "sha1": sha1.hexdigest(), "sha256": sha.hexdigest()}
+
+
+def covers(digests: dict[str, str] | None, source: Source) -> bool:
+    """Whether `digests` hold every algorithm `source` expects (an old record may lack sha1)."""
+    return digests is not None and all(a in digests for a in ALGOS if getattr(source, a))
+
+
+def _recorded(rec: dict[str, Any]) -> dict[str, str]:
+    return {a: rec[a] for a in ALGOS if isinstance(rec.get(a), str)}
 
 
 def first_mismatch(digests: dict[str, str], source: Source) -> tuple[str, str] | None:
     """(algo, expected) of the first expected checksum of `source` that `digests` do not match."""
     for algo in ALGOS:
         expected = getattr(source, algo)
-        if expected and digests[algo] != expected.lower():
+        if expected and digests.get(algo) != expected.lower():
             return algo, expected.lower()
     return None
 
@@ -143,7 +157,9 @@ def verify(path: Path, source: Source, progress: bool = True, sidecar: bool = Tr
 
     With `sidecar`, uses (and refreshes) `<file>.verified.json` when size and mtime match."""
     rec = _sidecar_record(path) if sidecar else None
-    digests = {a: rec[a] for a in ALGOS} if rec else file_digests(path, progress)
+    if rec is not None and not covers(_recorded(rec), source):
+        rec = None  # recorded before sha1 was: hash again
+    digests = _recorded(rec) if rec else file_digests(path, progress)
     bad = first_mismatch(digests, source)
     if bad:
         raise ChecksumError(path, bad[0], bad[1], digests[bad[0]], key=expected_key(source, bad[0]))
@@ -163,7 +179,7 @@ def local_path(url: str) -> Path | None:
 
 
 def has_checksum(source: Source) -> bool:
-    return bool(source.md5 or source.sha256)
+    return bool(source.md5 or source.sha1 or source.sha256)
 
 
 @dataclasses.dataclass
@@ -187,9 +203,9 @@ def cached_copy(source: Source, cache_dir: str | os.PathLike) -> CachedCopy:
     if not dest.is_file():
         return CachedCopy(dest, "absent")
     rec = _sidecar_record(dest)
-    if rec is None:
+    if rec is None or not covers(_recorded(rec), source):
         return CachedCopy(dest, "unrecorded")
-    digests = {a: rec[a] for a in ALGOS}
+    digests = _recorded(rec)
     bad = first_mismatch(digests, source)
     if bad:
         checked = (rec.get("checked") or {}).get(bad[0])
@@ -233,7 +249,8 @@ def fetch_with_digests(
             )
         # A user's own archive is hashed in place (the digests cached in the cache folder, keyed by
         # path, size, mtime and inode); we write nothing next to it and never move it.
-        digests = cached_file_digests(local, cache_dir / LOCAL_DIGESTS, progress)
+        need = tuple(a for a in ALGOS if a in RECORDED or getattr(source, a))
+        digests = cached_file_digests(local, cache_dir / LOCAL_DIGESTS, progress, need)
         bad = first_mismatch(digests, source)
         if bad:
             raise ChecksumError(local, bad[0], bad[1], digests[bad[0]], key=expected_key(source, bad[0]))
@@ -405,15 +422,17 @@ def _changed_on_server(source: Source, dest: Path, record: dict[str, Any], timeo
 # --------------------------------------------------------------------------------------------
 
 
-def cached_file_digests(path: Path, index: Path, progress: bool = False) -> dict[str, str]:
-    """{"md5", "sha256"} of `path`, re-hashed only when its size, mtime_ns or inode changed.
+def cached_file_digests(path: Path, index: Path, progress: bool = False,
+                        need: tuple[str, ...] = RECORDED) -> dict[str, str]:
+    """{"md5", "sha1", "sha256"} of `path`, re-hashed only when its size, mtime_ns or inode changed
+    (or when the record lacks an algorithm of `need`: entries written before sha1 existed).
 
     The cache is the JSON file `index` (the `<file>.verified.json` idea for files we must not write
     next to: a user's archive or annotation file). The inode catches a file replaced by another with
     the same size and a preserved mtime (`cp -p`, `rsync -a`). An unwritable index only costs a
     re-hash next time."""
     known = known_digests(path, index)
-    if known is not None:
+    if known is not None and all(a in known for a in need):
         return known
     st = Path(path).stat()
     digests = file_digests(Path(path), progress)
@@ -431,8 +450,8 @@ def known_digests(path: Path, index: Path) -> dict[str, str] | None:
     rec = _read_json(index).get(str(Path(path).resolve()))
     stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
     if isinstance(rec, dict) and all(rec.get(k) == v for k, v in stamp.items()) and all(
-            isinstance(rec.get(a), str) for a in ALGOS):
-        return {a: rec[a] for a in ALGOS}
+            isinstance(rec.get(a), str) for a in RECORDED):
+        return _recorded(rec)
     return None
 
 
@@ -532,7 +551,7 @@ def _sidecar_record(path: Path) -> dict[str, Any] | None:
     try:
         st = path.stat()
         if rec["size"] == st.st_size and rec["mtime_ns"] == st.st_mtime_ns and all(
-                isinstance(rec[a], str) for a in ALGOS):
+                isinstance(rec[a], str) for a in RECORDED):
             return rec
     except (OSError, KeyError, TypeError):
         pass

@@ -55,7 +55,7 @@ from ldvc.data.download import (
     server_differs,
     validators_of,
 )
-from ldvc.data.sources import DATASET_SOURCES, Source, resolve_sources
+from ldvc.data.sources import DATASET_SOURCES, Source, require_configured, resolve_sources
 
 if TYPE_CHECKING:
     from ldvc.config import CocoJsonConfig, DataConfig
@@ -86,6 +86,8 @@ def fingerprint_inputs(data_cfg: DataConfig, repo_root: Path, *, progress: bool 
             inputs = {"extracted_dir": folder_input(_extracted_dir(data_cfg, repo_root), repo_root, progress)}
         else:
             sources = resolve_sources(data_cfg.sources)
+            for name in DATASET_SOURCES[dataset]:
+                require_configured(sources[name], dataset)
             cache = (repo_root / data_cfg.cache_dir).resolve()
             inputs = {name: _source_input(sources[name], cache, repo_root, index, progress, timeout)
                       for name in DATASET_SOURCES[dataset]}
@@ -175,10 +177,15 @@ def _source_input(src: Source, cache: Path, repo_root: Path, index: Path, progre
                 f"data.sources.{src.name}.url: {local} is not a file; fix the path or remove the override to "
                 f"download {src.filename} from the official host"
             )
-        digests = cached_file_digests(local, index, progress)
-        return {"kind": "local_archive", "path": _rel(local, repo_root), "bytes": local.stat().st_size, **digests}
+        algos = ("md5", "sha1", "sha256") if src.sha1 else ("md5", "sha256")  # the same record whatever the cache
+        digests = cached_file_digests(local, index, progress, algos)
+        return {"kind": "local_archive", "path": _rel(local, repo_root), "bytes": local.stat().st_size,
+                **{a: digests[a] for a in algos}}
     if has_checksum(src):
-        return {"kind": "url", "url": src.url, "md5": src.md5, "sha256": src.sha256}
+        record = {"kind": "url", "url": src.url, "md5": src.md5, "sha256": src.sha256}
+        if src.sha1:  # only where published (ADEChallengeData2016): other records stay as they were
+            record["sha1"] = src.sha1
+        return record
     cached = cached_copy(src, cache)
     if cached.status == "verified":
         # Identified by the cached content the download stage will use; the server is only asked

@@ -1,6 +1,7 @@
 """One entry point for the download stage: any `data.dataset` -> the canonical format at `out_root`.
 
-- voc / coco_stuff / context59: first check every source (`ldvc.data.preflight`: reachable,
+- voc / voc21 / coco_stuff / context59 / context60 / context459 / ade20k_150 / ade20k_847 (every
+  dataset of ldvc.data.sources.DATASET_SOURCES): first check every source (`ldvc.data.preflight`: reachable,
   sizes, free disk; nothing is downloaded when one fails), then fetch the official archives (or
   the `data.sources` overrides) into `data.cache_dir`, verify them, extract each once into
   `<cache_dir>/extracted/<source>/`, and convert; or, with `data.extracted_dir`, convert
@@ -26,7 +27,7 @@ from ldvc.data.archive import CorruptArchiveError, extract_archive
 from ldvc.data.download import discard_cached, fetch_with_digests, is_cached_file
 from ldvc.data.inputs import resolved_inputs
 from ldvc.data.preflight import preflight
-from ldvc.data.sources import DATASET_SOURCES, Source, resolve_sources
+from ldvc.data.sources import DATASET_SOURCES, Source, require_configured, resolve_sources
 
 if TYPE_CHECKING:
     from ldvc.config import DataConfig
@@ -47,20 +48,7 @@ def prepare_dataset(data_cfg: DataConfig, out_root: Path, repo_root: Path, progr
         prepare_coco_json(data_cfg.coco_json, out_root, repo_root, data_cfg.num_workers)
     elif dataset in DATASET_SOURCES:
         bases, sources = _obtain(data_cfg, repo_root, progress)
-        if dataset == "voc":
-            from ldvc.data.voc import prepare_voc
-
-            prepare_voc(bases["voc2012"], bases["sbd"], out_root, data_cfg.num_workers, {"archives": sources})
-        elif dataset == "context59":
-            from ldvc.data.context59 import prepare_context59
-
-            prepare_context59(bases["voc2010"], bases["pascal_context"], out_root, data_cfg.num_workers,
-                              {"archives": sources})
-        else:
-            from ldvc.data.coco_stuff import prepare_coco_stuff
-
-            prepare_coco_stuff({"train": bases["coco_train2017"], "val": bases["coco_val2017"]},
-                               bases["coco_stuffthingmaps"], out_root, data_cfg.num_workers, {"archives": sources})
+        _convert(dataset, bases, out_root, data_cfg.num_workers, {"archives": sources})
     else:
         raise ValueError(f"data.dataset = {dataset!r}: unknown (synthetic | coco_json | {' | '.join(DATASET_SOURCES)})")
     meta = canonical.validate_canonical(out_root)
@@ -70,11 +58,43 @@ def prepare_dataset(data_cfg: DataConfig, out_root: Path, repo_root: Path, progr
         "dataset": meta["dataset"],
         "root": str(out_root),
         "num_classes": len(meta["classes"]),
+        "ignore_index": meta["ignore_index"],  # 255, or 65535 for the 16-bit labels of > 255 classes
         "classes": meta["classes"],
         "splits": meta["splits"],
         "sources": sources,
         "inputs": inputs,
     }
+
+
+def _convert(dataset: str, bases: dict[str, Path], out_root: Path, workers: int, source: dict[str, Any]) -> None:
+    """Run the converter of archive dataset `dataset` over its extracted sources `bases`."""
+    if dataset == "voc":
+        from ldvc.data.voc import prepare_voc
+
+        prepare_voc(bases["voc2012"], bases["sbd"], out_root, workers, source)
+    elif dataset == "voc21":
+        from ldvc.data.voc21 import prepare_voc21
+
+        prepare_voc21(bases["voc2012"], out_root, workers, source)
+    elif dataset in ("context59", "context60", "context459"):
+        from ldvc.data import context59, context60, context459
+
+        prepare = {"context59": context59.prepare_context59, "context60": context60.prepare_context60,
+                   "context459": context459.prepare_context459}[dataset]
+        prepare(bases["voc2010"], bases["pascal_context"], out_root, workers, source)
+    elif dataset == "ade20k_150":
+        from ldvc.data.ade20k_150 import prepare_ade20k_150
+
+        prepare_ade20k_150(bases["ade20k_challenge"], out_root, workers, source)
+    elif dataset == "ade20k_847":
+        from ldvc.data.ade20k_847 import prepare_ade20k_847
+
+        prepare_ade20k_847(bases["ade20k_full"], out_root, workers, source)
+    else:
+        from ldvc.data.coco_stuff import prepare_coco_stuff
+
+        prepare_coco_stuff({"train": bases["coco_train2017"], "val": bases["coco_val2017"]},
+                           bases["coco_stuffthingmaps"], out_root, workers, source)
 
 
 def _obtain(data_cfg: DataConfig, repo_root: Path, progress: bool) -> tuple[dict[str, Path], dict[str, Any]]:
@@ -90,6 +110,8 @@ def _obtain(data_cfg: DataConfig, repo_root: Path, progress: bool) -> tuple[dict
         return {n: base for n in names}, {"extracted_dir": str(base)}
     # Resolve every override first: a typo fails before gigabytes are downloaded.
     sources: dict[str, Source] = resolve_sources(data_cfg.sources)
+    for name in names:  # an archive only the user can supply (full ADE20K) and was not given
+        require_configured(sources[name], data_cfg.dataset)
     cache = (repo_root / data_cfg.cache_dir).resolve()
     # Every source reachable, sized and fitting on the disk before the first byte is downloaded.
     preflight(data_cfg, repo_root)
@@ -102,8 +124,11 @@ def _obtain(data_cfg: DataConfig, repo_root: Path, progress: bool) -> tuple[dict
                                           progress=progress)
         except CorruptArchiveError as err:
             raise _corrupt_archive(err, src, path, cache) from err
-        record[name] = {"url": src.url, "file": str(path), "bytes": path.stat().st_size, **digests,
+        record[name] = {"url": src.url, "file": str(path), "bytes": path.stat().st_size,
+                        "md5": digests["md5"], "sha256": digests["sha256"],
                         "expected_md5": src.md5, "expected_sha256": src.sha256}
+        if src.sha1:  # recorded only where published, so other datasets' provenance stays as it was
+            record[name].update(sha1=digests["sha1"], expected_sha1=src.sha1)
     return bases, record
 
 
@@ -114,13 +139,13 @@ def _corrupt_archive(err: CorruptArchiveError, src: Source, path: Path, cache: P
     the next run fetches it again instead of failing the same way until someone deletes it by hand.
     One that MATCHED its expected checksum is kept: it is the expected archive, a new download
     would give the same bytes, and the message says so."""
-    if src.md5 or src.sha256:
+    if src.md5 or src.sha1 or src.sha256:
         return CorruptArchiveError(
             f"{err}. Source {src.name!r}: the file matches its expected checksum (data.sources.{src.name}), so it is "
             f"the expected archive and is kept: downloading it again would not help. If you set that checksum "
             f"yourself, check that it belongs to a complete archive; otherwise report this archive."
         )
-    unchecked = (f" Its checksum check is off (data.sources.{src.name}.md5/sha256): set one to catch a bad "
+    unchecked = (f" Its checksum check is off (data.sources.{src.name}.md5/sha1/sha256): set one to catch a bad "
                  f"download before extraction.")
     if is_cached_file(path, cache):
         moved = discard_cached(path)

@@ -8,6 +8,14 @@ the same bytes); set `md5: ""` (or "none") to disable a check for a re-packed ar
 The md5 of stuffthingmaps_trainval2017.zip and of the PASCAL-Context trainval.tar.gz are not
 published: they are None, and the checksum actually downloaded is recorded in the dataset's
 provenance instead. The VOC2010 md5 is the one torchvision's VOC dataset code publishes.
+ADEChallengeData2016.zip has no md5 or sha256 anywhere; the established loaders publish its SHA-1
+(dmlc/gluon-cv scripts/datasets/ade20k.py line 22 at a1212784aeb69978ea9570a3a8c21a92bca8017d, the
+same value in PyTorch-Encoding's and Segmenter's ADE20K scripts), so a source may carry a `sha1`.
+
+The full ADE20K release (ADE20K_2021_17_01.zip, the 847-class benchmark) is handed out only to
+registered users: its source has no URL (`needs_local_copy`); `require_configured` turns that into
+an error saying where to get it and how to point `data.sources.ade20k_full.url` or
+`data.extracted_dir` at it.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 
@@ -27,6 +35,13 @@ class Source:
     md5: str | None = None
     sha256: str | None = None
     description: str = ""
+    sha1: str | None = None  # only where the established loaders publish nothing else (ADEChallengeData2016)
+    how_to_get: str = ""  # for a source without a public URL: where a user obtains the archive
+
+    @property
+    def needs_local_copy(self) -> bool:
+        """No public URL: the user must supply the archive (data.sources.<name>.url) or extracted data."""
+        return not self.url
 
 
 OFFICIAL_SOURCES: dict[str, Source] = {
@@ -83,6 +98,20 @@ OFFICIAL_SOURCES: dict[str, Source] = {
             md5=None,  # not published; the downloaded checksum is recorded in meta.json
             description="PASCAL-Context 459-class label maps (trainval/<id>.mat LabelMap, labels.txt)",
         ),
+        Source(
+            "ade20k_challenge",
+            "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
+            "ADEChallengeData2016.zip",
+            sha1="219e1696abb36c8ba3a3afe7fb2f4b4606a897c7",  # gluon-cv scripts/datasets/ade20k.py (module docstring)
+            description="ADE20K SceneParsing (150 classes): images/ and annotations/{training,validation}",
+        ),
+        Source(
+            "ade20k_full",
+            "",  # no public URL: the release is handed out after registration
+            "ADE20K_2021_17_01.zip",
+            description="full ADE20K release 2021_17_01 (images/ADE/{training,validation}/**/ADE_*.jpg + _seg.png)",
+            how_to_get="register and download ADE20K_2021_17_01.zip at https://ade20k.csail.mit.edu/",
+        ),
     )
 }
 
@@ -91,9 +120,31 @@ DATASET_SOURCES: dict[str, tuple[str, ...]] = {
     "voc": ("voc2012", "sbd"),
     "coco_stuff": ("coco_train2017", "coco_val2017", "coco_stuffthingmaps"),
     "context59": ("voc2010", "pascal_context"),
+    "context60": ("voc2010", "pascal_context"),
+    "context459": ("voc2010", "pascal_context"),
+    "voc21": ("voc2012",),  # val (and VOC train) only: no SBD (ldvc/data/voc21.py)
+    "ade20k_150": ("ade20k_challenge",),
+    "ade20k_847": ("ade20k_full",),
 }
 
-_OVERRIDE_KEYS = ("url", "md5", "sha256")
+
+class SourceNotConfiguredError(FileNotFoundError):
+    """A source without a public URL was needed and neither an archive nor extracted data was given."""
+
+
+def require_configured(src: Source, dataset: str) -> None:
+    """Raise SourceNotConfiguredError for a source the user must supply but has not (see module docstring)."""
+    if not src.needs_local_copy:
+        return
+    raise SourceNotConfiguredError(
+        f"data.dataset = {dataset} needs {src.filename} ({src.description}), which cannot be downloaded "
+        f"automatically: {src.how_to_get}. Then either set data.sources.{src.name}.url to the archive "
+        f"(e.g. data: {{sources: {{{src.name}: {{url: /path/to/{src.filename}}}}}}}; it is checked and extracted "
+        f"once into data.cache_dir), or extract it yourself and set data.extracted_dir to the folder that holds "
+        f"{Path(src.filename).stem}/"
+    )
+
+_OVERRIDE_KEYS = ("url", "md5", "sha1", "sha256")
 _DISABLED = ("", "none", "null", "skip")
 
 
@@ -123,7 +174,7 @@ def resolve_sources(overrides: dict[str, dict[str, str]] | None = None) -> dict[
             base = _basename(url)
             if base:
                 changes["filename"] = base
-        for key in ("md5", "sha256"):
+        for key in ("md5", "sha1", "sha256"):
             if key in fields:
                 value = fields[key]
                 changes[key] = None if value is None or str(value).strip().lower() in _DISABLED else str(value).lower()
@@ -139,6 +190,6 @@ def _basename(url: str) -> str:
 
 
 def _check_hex(name: str, key: str, value: str | None) -> None:
-    length = {"md5": 32, "sha256": 64}[key]
+    length = {"md5": 32, "sha1": 40, "sha256": 64}[key]
     if value is not None and (len(value) != length or any(c not in "0123456789abcdef" for c in value)):
         raise ValueError(f"data.sources.{name}.{key}: {value!r} is not a {length}-digit hex {key} digest")
