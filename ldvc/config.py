@@ -29,8 +29,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 MAIN_VARIANT = "ldvc"  # the name under which the main (non-ablation) runs are recorded
-RESERVED_NAMES = (MAIN_VARIANT, "cross")  # folders of runs/ that are not ablation variants
+RESERVED_NAMES = (MAIN_VARIANT, "cross", "open_vocab")  # folders of runs/ that are not ablation variants
 CROSS_ROOT = "data/cross"  # cross-dataset targets are prepared into data/cross/<target>
+OPEN_VOCAB_ROOT = "data/open_vocab"  # open-vocabulary targets are prepared into data/open_vocab/<target>
+# Sections of named evaluation targets (partial `data` sections): params.yaml key -> where they are prepared.
+TARGET_SECTIONS: dict[str, str] = {"cross_dataset": CROSS_ROOT, "open_vocab": OPEN_VOCAB_ROOT}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # ablation variants, cross-dataset targets: path-safe
 
 
@@ -110,8 +113,9 @@ class SyntheticConfig:
     max_objects: int = num(4, ge=1, le=16)
     seed: int = num(0, **NON_NEGATIVE)
     # default: the world the model trains in; shifted: another world (backgrounds, sizes, noise,
-    # a partly different vocabulary built from the same words) for cross-dataset evaluation.
-    world: Literal["default", "shifted"] = "default"
+    # a partly different vocabulary built from the same words) for cross-dataset evaluation; wide:
+    # a larger, partly disjoint vocabulary (shape-named classes) for open-vocabulary evaluation.
+    world: Literal["default", "shifted", "wide"] = "default"
 
 
 @dataclass
@@ -272,6 +276,18 @@ class EvalConfig:
 
 
 @dataclass
+class OpenVocabConfig:
+    """Open-vocabulary transfer (SAN / CAT-Seg's protocol): a model trained on EVERY class of the
+    training dataset, evaluated unchanged on other datasets' full vocabularies (every target class a
+    candidate, no seen-class calibration)."""
+
+    # The ablation variant evaluated: it must train on every class (split.unseen: []).
+    model: str = "fully_supervised"
+    # target name -> partial `data` section merged over `data` (as cross_dataset's targets)
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     project: ProjectConfig = field(default_factory=ProjectConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -288,6 +304,8 @@ class Config:
     ablation: dict[str, dict[str, Any]] = field(default_factory=dict)
     # target name -> partial `data` section: the main inductive model evaluated on that dataset
     cross_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the model trained on every class (an ablation variant) evaluated on other datasets' vocabularies
+    open_vocab: OpenVocabConfig = field(default_factory=OpenVocabConfig)
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"range": Range(ge=0)})
 
     def to_dict(self) -> dict[str, Any]:
@@ -305,13 +323,24 @@ class Config:
 
     def cross_target(self, name: str) -> DataConfig:
         """The `data` section of cross-dataset target `name` (its overlay merged over `data`)."""
-        if name not in self.cross_dataset:
-            raise ConfigError(
-                f"unknown cross-dataset target {name!r}; params.yaml 'cross_dataset' has {sorted(self.cross_dataset)}"
-            )
-        merged = deep_merge(dataclasses.asdict(self.data), self.cross_dataset[name])
-        merged["root"] = f"{CROSS_ROOT}/{name}"  # each target is prepared into its own folder
-        return _build(DataConfig, merged, f"cross_dataset.{name}.")
+        return self.target("cross_dataset", name)
+
+    def targets(self, section: str) -> dict[str, dict[str, Any]]:
+        """The named targets of a target section (TARGET_SECTIONS): name -> partial `data` section."""
+        if section not in TARGET_SECTIONS:
+            raise ConfigError(f"unknown target section {section!r}; use one of {sorted(TARGET_SECTIONS)}")
+        return self.cross_dataset if section == "cross_dataset" else self.open_vocab.targets
+
+    def target(self, section: str, name: str) -> DataConfig:
+        """The `data` section of target `name` of `section` (cross_dataset | open_vocab): its overlay
+        merged over `data`, prepared into <TARGET_SECTIONS[section]>/<name>."""
+        entries = self.targets(section)
+        key = _target_key(section)
+        if name not in entries:
+            raise ConfigError(f"unknown target {name!r}; params.yaml '{key}' has {sorted(entries)}")
+        merged = deep_merge(dataclasses.asdict(self.data), entries[name])
+        merged["root"] = f"{TARGET_SECTIONS[section]}/{name}"  # each target is prepared into its own folder
+        return _build(DataConfig, merged, f"{key}.{name}.")
 
     @property
     def fully_supervised(self) -> bool:
@@ -323,7 +352,13 @@ def variant_dict(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any
     data = deep_merge(base, overlay)
     data["ablation"] = {}
     data["cross_dataset"] = {}
+    data["open_vocab"] = {"targets": {}}  # a variant evaluates no targets itself (its `model` is moot)
     return data
+
+
+def _target_key(section: str) -> str:
+    """The dotted params.yaml key holding a target section's entries."""
+    return "open_vocab.targets" if section == "open_vocab" else section
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,7 +570,8 @@ def check(cfg: Config, variant: bool = False) -> None:
             "'split.unseen' is empty: the main runs are zero-shot (inductive/transductive). For the fully "
             "supervised upper bound add an ablation variant, e.g. ablation: {fully_supervised: {split: {unseen: []}}}"
         )
-    for section, entries in (("ablation", cfg.ablation), ("cross_dataset", cfg.cross_dataset)):
+    for section, entries in (("ablation", cfg.ablation), ("cross_dataset", cfg.cross_dataset),
+                             ("open_vocab.targets", cfg.open_vocab.targets)):
         for name, overlay in entries.items():
             if not NAME_RE.match(name) or name in RESERVED_NAMES:
                 raise ConfigError(
@@ -552,6 +588,32 @@ def check(cfg: Config, variant: bool = False) -> None:
             raise ConfigError(f"'ablation.{name}' gives an invalid configuration: {err}") from None
     for name in cfg.cross_dataset:
         cfg.cross_target(name)  # raises naming cross_dataset.<name>.<key>
+    _check_open_vocab(cfg)
+
+
+def _check_open_vocab(cfg: Config) -> None:
+    """open_vocab.model must name an ablation variant trained on every class; each target must build."""
+    ov = cfg.open_vocab
+    if not ov.targets:
+        return
+    if ov.model not in cfg.ablation:
+        raise ConfigError(
+            f"'open_vocab.model' = {ov.model!r} is not an ablation variant (params.yaml 'ablation' has "
+            f"{sorted(cfg.ablation)}): open-vocabulary targets evaluate a model trained on every class; name one, "
+            "e.g. add ablation: {fully_supervised: {split: {unseen: []}}} and set open_vocab.model: fully_supervised"
+        )
+    unseen = cfg.variant(ov.model).split.unseen
+    if unseen != []:
+        raise ConfigError(
+            f"'open_vocab.model' = {ov.model!r} holds classes out of training (its split.unseen is {unseen!r}): "
+            f"open-vocabulary transfer evaluates a model trained on EVERY class; name a variant with "
+            f"split: {{unseen: []}} (ablation.{ov.model}.split.unseen: [] or another variant)"
+        )
+    for name in ov.targets:
+        target = cfg.target("open_vocab", name)  # raises naming open_vocab.targets.<name>.<key>
+        if target.dataset == "coco_json" and not target.coco_json.val_annotations:
+            raise ConfigError(f"'open_vocab.targets.{name}.coco_json.val_annotations' is empty: a coco_json target "
+                              "needs its validation annotations")
 
 
 # --------------------------------------------------------------------------------------------

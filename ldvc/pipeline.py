@@ -4,8 +4,10 @@ reports and tests agree).
 Layout (relative to the repository root, or to DVC's copy of it for queued/temp experiments):
   data/inputs.json          digests of every external input of the download stage (inputs stage)
   data/inputs_cross.json    the same for the cross-dataset targets
+  data/inputs_open_vocab.json  the same for the open-vocabulary targets (inputs_open_vocab stage)
   data/prepared/            canonical dataset (download stage)
   data/cross/<target>/      canonical datasets of the cross-dataset targets (prepare_cross stage)
+  data/open_vocab/<target>/ canonical datasets of the open-vocabulary targets (prepare_open_vocab stage)
   data/split.json           seen/unseen split (split stage)
   models/clip/clip.json     which CLIP weights to use: model name, file, sha256 (clip stage)
   runs/<variant>/seed<s>/<setting>/
@@ -14,8 +16,9 @@ Layout (relative to the repository root, or to DVC's copy of it for queued/temp 
                             per_class_iou.csv, confusion.png, overlays/); variant "ldvc" holds
                             the main runs, the others are ablation variants; setting is
                             inductive | transductive | fully_supervised; cross-dataset
-                            evaluations in runs/cross/<target>/seed<s>/
-  metrics/*.json            DVC metrics (clip, inductive, transductive, ablation, cross)
+                            evaluations in runs/cross/<target>/seed<s>/, open-vocabulary ones
+                            in runs/open_vocab/<target>/seed<s>/
+  metrics/*.json            DVC metrics (clip, inductive, transductive, ablation, cross, open_vocab)
   reports/tables, reports/figures
 
 Every stage is run as a module (`python -m stages.<name>`, dvc.yaml) so that it imports the `ldvc`
@@ -29,15 +32,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ldvc
-from ldvc.config import CROSS_ROOT, MAIN_VARIANT, Config, ConfigError, load_config
+from ldvc.config import CROSS_ROOT, MAIN_VARIANT, TARGET_SECTIONS, Config, ConfigError, load_config
 
 SPLIT_FILE = Path("data/split.json")
 INPUTS_FILE = Path("data/inputs.json")
 CROSS_INPUTS_FILE = Path("data/inputs_cross.json")
+OPEN_VOCAB_INPUTS_FILE = Path("data/inputs_open_vocab.json")
 CLIP_DIR = Path("models/clip")
 CLIP_RECORD = CLIP_DIR / "clip.json"
 RUNS = Path("runs")
@@ -61,6 +67,45 @@ def cross_root(target: str) -> Path:
 def cross_digest_file(target: str) -> Path:
     """The cross target's data/dataset_digest.json: written by prepare_cross, logged by evaluate_cross."""
     return Path(CROSS_ROOT) / f"{target}_digest.json"
+
+
+@dataclass(frozen=True)
+class TargetSection:
+    """A params.yaml section of named evaluation targets and where its stages read and write.
+
+    cross_dataset: the main INDUCTIVE model of every seed on other datasets (ZegCLIP's
+    configs/cross_dataset); open_vocab: the model trained on EVERY class (open_vocab.model, an
+    ablation variant) on other datasets' full vocabularies (SAN / CAT-Seg's open-vocabulary protocol).
+    Both are prepared like the training data and evaluated with every target class a candidate and no
+    seen-class calibration; one stage module each (stages/prepare_cross.py, stages/evaluate_cross.py)
+    serves both sections."""
+
+    key: str  # params.yaml section: cross_dataset | open_vocab
+    setting: str  # the records' setting: cross | open_vocab
+    inputs_file: Path  # digests of the targets' external inputs (an always-running stage writes it)
+    prepare_stage: str  # MLflow / DVC stage names
+    evaluate_stage: str
+    tag: str  # MLflow tag naming the target
+    title: str  # in messages
+
+    def data_root(self, target: str) -> Path:
+        return Path(TARGET_SECTIONS[self.key]) / target
+
+    def digest_file(self, target: str) -> Path:
+        """data/<section>/<target>_digest.json: written by the prepare stage, logged by the evaluate stage."""
+        return Path(TARGET_SECTIONS[self.key]) / f"{target}_digest.json"
+
+    def run_root(self, target: str) -> Path:
+        """runs/cross/<target> | runs/open_vocab/<target>: one seed<s>/ folder per evaluated seed."""
+        return RUNS / self.setting / target
+
+
+SECTIONS: dict[str, TargetSection] = {
+    "cross_dataset": TargetSection("cross_dataset", "cross", CROSS_INPUTS_FILE, "prepare_cross", "evaluate_cross",
+                                   "ldvc.cross_target", "cross-dataset"),
+    "open_vocab": TargetSection("open_vocab", "open_vocab", OPEN_VOCAB_INPUTS_FILE, "prepare_open_vocab",
+                                "evaluate_open_vocab", "ldvc.open_vocab_target", "open-vocabulary"),
+}
 
 
 def check_code_tree(cwd: Path | None = None) -> None:
@@ -109,9 +154,52 @@ def run_arguments(doc: str | None, with_setting: bool = True) -> argparse.Namesp
 
 def cross_target_argument(doc: str | None) -> str:
     """`--target`: the cross_dataset key of the prepare_cross / evaluate_cross stages."""
+    return target_arguments(doc)[1]
+
+
+def target_arguments(doc: str | None) -> tuple[TargetSection, str]:
+    """`[--section cross_dataset|open_vocab] --target NAME` of the target stages (prepare_cross and
+    evaluate_cross serve both sections; dvc.yaml names the section)."""
     ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--section", choices=sorted(SECTIONS), default="cross_dataset")
     ap.add_argument("--target", required=True)
-    return ap.parse_args().target
+    args = ap.parse_args()
+    return SECTIONS[args.section], args.target
+
+
+def target_model(cfg: Config, section: TargetSection) -> tuple[str, str]:
+    """(variant, setting) of the checkpoint a target section evaluates: the main inductive model
+    (cross_dataset) or the every-class variant open_vocab.model, trained by its ablation stage."""
+    if section.key == "open_vocab":
+        return cfg.open_vocab.model, "fully_supervised"
+    return MAIN_VARIANT, "inductive"
+
+
+# Names compared in lower case with spaces, '-' and '_' removed; COCO-Stuff's stuff suffixes dropped.
+_NAME_SUFFIXES = re.compile(r"[-_ ](other|stuff|merged)$")
+
+
+def _name_forms(name: str) -> set[str]:
+    """A class name's comparable forms: each synonym of a comma- or slash-separated name, normalised."""
+    forms = set()
+    for part in re.split(r"[,/]", name.lower()):
+        part = _NAME_SUFFIXES.sub("", part.strip())
+        if part:
+            forms.add(re.sub(r"[\s_-]+", "", part))
+    return forms
+
+
+def novel_classes(target_classes: list[str], training_classes: list[str]) -> list[int]:
+    """Indices of the target classes whose name was never in the training vocabulary.
+
+    Our rule (the open-vocabulary papers name no rule; they report mIoU over all target classes):
+    a target class counts as seen in training when any synonym of its name (',' or '/' separated,
+    ADE20K style) equals a training class's synonym after lower-casing, dropping spaces, '-' and '_',
+    and dropping COCO-Stuff's '-other' / '-stuff' / '-merged' suffixes. So "diningtable" matches
+    COCO-Stuff's "dining table" and "wall" its "wall-other"; "tv" and "tvmonitor" stay different:
+    a name the text encoder never met is novel even if a synonym was seen."""
+    known = set().union(*(_name_forms(c) for c in training_classes)) if training_classes else set()
+    return [i for i, name in enumerate(target_classes) if not _name_forms(name) & known]
 
 
 def run_inputs(variant: str, seed: int) -> tuple[Config, dict[str, Any], Path | None]:
@@ -163,6 +251,9 @@ def dataset_label(cfg_data: Any) -> str:
     return cfg_data.dataset
 
 
+# Settings whose model trained on every class (split.unseen: []) by definition.
+EVERY_CLASS_SETTINGS: tuple[str, ...] = ("fully_supervised", "open_vocab")
+
 # training summary key -> metrics.json key
 TRAIN_FIELDS = {"learnable_params": "learnable_params", "total_params": "total_params",
                 "images_per_s": "train_images_per_s", "seconds": "train_seconds"}
@@ -188,7 +279,7 @@ def annotate_metrics(out_dir: Path, cfg: Config, variant: str, seed: int, settin
         metrics.update({dst: summary[src] for src, dst in TRAIN_FIELDS.items() if src in summary})
     ckpt = load_checkpoint(checkpoint)
     devs = deviations(cfg.project.protocol, PRESETS, ckpt["config"], cfg.to_dict())
-    if setting == "fully_supervised":
+    if setting in EVERY_CLASS_SETTINGS:
         devs.pop("split.unseen", None)  # every class seen is the definition of the setting, not drift
     trained = ckpt["config"]
     metrics.update(

@@ -1,61 +1,99 @@
-"""Stage `evaluate_cross@<target>`: the main inductive model of every seed evaluated on one
-cross-dataset target (params.yaml `cross_dataset`, prepared by prepare_cross@<target>), with the
-TARGET's class names, every target class a candidate and no seen calibration (ZegCLIP's
-configs/cross_dataset/coco-to-{voc,context}.py). Outputs: runs/cross/<target>/seed<s>/.
-The vocabulary is always `all` here: a target has no unseen classes (launched with
-`python -m ldvc.launch`)."""
+"""Stages `evaluate_cross@<target>` and `evaluate_open_vocab@<target>`: a trained model of every seed
+evaluated on one evaluation target (prepared by the matching prepare stage) with the TARGET's class
+names, every target class a candidate and no seen calibration (`--section`, ldvc.pipeline.SECTIONS):
+
+- cross_dataset: the main inductive model (ZegCLIP's configs/cross_dataset/coco-to-{voc,context}.py);
+  outputs runs/cross/<target>/seed<s>/;
+- open_vocab: the model trained on EVERY class (open_vocab.model, an ablation variant; SAN / CAT-Seg's
+  open-vocabulary protocol: train on all COCO-Stuff classes, evaluate unchanged on other datasets'
+  full vocabularies); outputs runs/open_vocab/<target>/seed<s>/. The target classes whose name was
+  never in the model's training vocabulary (ldvc.pipeline.novel_classes) are recorded
+  (metrics.json `novel_classes`) and scored as the "unseen" part of the split, so mIoU(U) is their
+  mean IoU and mIoU(S) that of the classes it was trained on; mIoU and pAcc cover every class.
+
+The vocabulary is always `all` here. Launched with `python -m ldvc.launch`."""
 
 from __future__ import annotations
 
-from ldvc.config import MAIN_VARIANT
+from typing import Any
+
 from ldvc.pipeline import (
-    RUNS,
+    StageError,
     annotate_metrics,
     clip_weights,
-    cross_digest_file,
-    cross_root,
-    cross_target_argument,
     dataset_label,
     is_main_process,
     load_stage_config,
     log_dataset_input,
+    novel_classes,
     numeric,
     protocol_tags,
     run_dir,
     run_tags,
+    target_arguments,
+    target_model,
 )
 from ldvc.tracking import stage_run
 
 
+def target_split(classes: list[str], checkpoint: Any, open_vocab: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(split for evaluate_checkpoint, metrics.json fields): every target class is a candidate and
+    nothing is calibrated; for an open-vocabulary target the classes never in the training vocabulary
+    form the split's unseen part (they are scored apart, never treated differently)."""
+    from ldvc.eval.evaluate import cross_split
+    from ldvc.train.checkpoint import load_checkpoint
+
+    split = cross_split(classes)
+    if not open_vocab:
+        return split, {}
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt.get("unseen"):
+        raise StageError(f"{checkpoint} was trained with {len(ckpt['unseen'])} classes held out: an open-vocabulary "
+                         f"target evaluates a model trained on every class (open_vocab.model)")
+    trained = [ckpt["class_names"][i] for i in ckpt["seen"]]
+    novel = novel_classes(classes, trained)
+    split.update(unseen=novel, seen=[i for i in range(len(classes)) if i not in set(novel)],
+                 unseen_names=[classes[i] for i in novel])
+    split["seen_names"] = [classes[i] for i in split["seen"]]
+    return split, {"num_classes": len(classes), "num_training_classes": len(trained),
+                   "novel_classes": split["unseen_names"], "num_novel_classes": len(novel)}
+
+
 def main() -> None:
-    name = cross_target_argument(__doc__)
+    section, name = target_arguments(__doc__)
     base = load_stage_config()
-    target = base.cross_target(name)
-    data_root = cross_root(name)
+    target = base.target(section.key, name)
+    variant, trained_setting = target_model(base, section)
+    data_root = section.data_root(name)
 
     from ldvc.data.canonical import read_meta
-    from ldvc.eval.evaluate import cross_split, evaluate_checkpoint
+    from ldvc.eval.evaluate import evaluate_checkpoint
 
-    split = cross_split(read_meta(data_root)["classes"])
+    classes = read_meta(data_root)["classes"]
     weights = clip_weights()[1]
     main_process = is_main_process()
     for seed in base.seeds:
-        cfg = load_stage_config()
+        cfg = load_stage_config(variant)
         cfg.project.seed = seed
         cfg.eval.vocabulary = "all"
-        checkpoint = run_dir(MAIN_VARIANT, seed, "inductive") / "model.pt"
-        out = RUNS / "cross" / name / f"seed{seed}"
-        tags = {**run_tags(cfg, MAIN_VARIANT, seed, "cross"), "ldvc.cross_target": name}
-        with stage_run("evaluate_cross", cfg, tags=tags, main_process=main_process,
+        checkpoint = run_dir(variant, seed, trained_setting) / "model.pt"
+        split, extra = target_split(classes, checkpoint, section.key == "open_vocab")
+        out = section.run_root(name) / f"seed{seed}"
+        tags = {**run_tags(cfg, variant, seed, section.setting), section.tag: name,
+                "ldvc.target_dataset": dataset_label(target)}
+        with stage_run(section.evaluate_stage, cfg, tags=tags, main_process=main_process,
                        record_to=out / "eval_run.json") as run:
+            # "cross" is the evaluation's setting for any target: target classes, no calibration
             evaluate_checkpoint(cfg, "cross", split, data_root, checkpoint, weights, out, log=run.log_metrics)
             if main_process:
-                metrics = annotate_metrics(out, cfg, MAIN_VARIANT, seed, "cross", checkpoint,
+                metrics = annotate_metrics(out, cfg, variant, seed, section.setting, checkpoint,
                                            dataset=dataset_label(target),
-                                           extra={"cross_target": name,
-                                                  "source_dataset": dataset_label(cfg.data)})
+                                           extra={"cross_target": name, "target_section": section.key,
+                                                  "source_dataset": dataset_label(cfg.data),
+                                                  "clip_model": cfg.clip.model, "image_size": cfg.data.image_size,
+                                                  **extra})
                 run.set_tags(protocol_tags(metrics))
-                log_dataset_input(run, cross_digest_file(name), "val", "evaluation")
+                log_dataset_input(run, section.digest_file(name), "val", "evaluation")
                 run.log_metrics(numeric(metrics))
                 for artifact in ("metrics.json", "per_class_iou.csv", "confusion.png", "overlays"):
                     run.log_artifact(out / artifact)

@@ -7,7 +7,9 @@ evaluations of LDVC on the shifted synthetic world, `dvc exp run` experiments (d
 pipeline parent only, inherited by its children): one changing route_topk, one on VOC that deviates
 from the voc protocol next to a conformant ZegCLIP on VOC, an imported ZegCLIP checkpoint evaluated
 in the "ldvc" variant (only its metrics.json artifact says zegclip / imported), one evaluated with
-the unseen vocabulary; an older duplicate run that must be superseded, a FAILED run that must be
+the unseen vocabulary; open-vocabulary evaluations of the fully supervised variant on the wide
+synthetic world (2 seeds, one logged without a metrics.json artifact) and, in an experiment, on
+ADE20K-150 off its protocol; an older duplicate run that must be superseded, a FAILED run that must be
 ignored, and a training run with a loss history. One store is shared by the module (creating a
 sqlite store takes seconds). runs/ holds the same workspace records.
 """
@@ -68,6 +70,24 @@ WORKSPACE = [
     ("ldvc", 1, "cross", dict(pAcc=62.0, mIoU=44.0, mIoU_seen=44.0, hIoU=float("nan"))),
 ]
 STAGE = {"inductive": "evaluate_inductive", "transductive": "evaluate_transductive", "cross": "evaluate_cross"}
+# Open-vocabulary evaluations of the fully supervised variant (setting open_vocab): the workspace's on
+# the wide synthetic world, 9 of its 21 classes never in the training vocabulary.
+WIDE_NOVEL = ["green triangle", "purple circle", "striped blue square", "dotted red triangle", "dotted red circle",
+              "striped yellow triangle", "striped yellow square", "dotted teal triangle", "dotted teal circle"]
+OPEN_VOCAB = [
+    (0, dict(pAcc=70.0, mIoU=40.0, mIoU_seen=50.0, mIoU_unseen=20.0, hIoU=28.6)),
+    (1, dict(pAcc=72.0, mIoU=44.0, mIoU_seen=52.0, mIoU_unseen=24.0, hIoU=32.8)),
+]
+OV_COUNTS = dict(num_classes=21, num_training_classes=18, num_novel_classes=9)
+
+
+def open_vocab_identity(seed: int) -> dict:
+    """What the evaluate_open_vocab stage writes beside the metrics (annotate_metrics + its extras)."""
+    return dict(variant="fully_supervised", seed=seed, setting="open_vocab", dataset="synthetic_wide",
+                decoder="lctd", imported=False, vocabulary="all", calibrated=False, device="cpu",
+                protocol="synthetic", protocol_conformant=True, protocol_deviations={}, protocol_deviations_text="",
+                cross_target="wide", target_section="open_vocab", source_dataset="synthetic",
+                clip_model="ldvc-tiny-vit", image_size=64, novel_classes=WIDE_NOVEL, **OV_COUNTS)
 EXP_NAME = "exp-topk8"
 EXP_METRICS = dict(pAcc=79.9, mIoU=49.0, mIoU_seen=58.8, mIoU_unseen=35.2, hIoU=44.0)
 BASE_PARAMS = {"decoder.type": "lctd", "decoder.route_topk": "4", "project.seed": "0"}
@@ -161,6 +181,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
         tags = {**protocol_tags(ident), **({"ldvc.cross_target": "shifted"} if setting == "cross" else {})}
         stage_run(variant, seed, setting, stage, metrics, parent=parent, params=params, tags=tags,
                   overlays=(variant, seed, setting) == ("ldvc", 0, "inductive"))
+    # Open-vocabulary evaluations: seed 0 with its metrics.json artifact, seed 1 from tags and params only.
+    for seed, metrics in OPEN_VOCAB:
+        ident = open_vocab_identity(seed)
+        stage_run("fully_supervised", seed, "open_vocab", "evaluate_open_vocab", {**metrics, **OV_COUNTS},
+                  parent=parent, tags={**protocol_tags(ident), "ldvc.open_vocab_target": "wide",
+                                       "ldvc.target_dataset": "synthetic_wide"},
+                  metrics_json={**metrics, **ident} if seed == 0 else None)
     # A crashed ablation run: ignored.
     stage_run("topk_16", 0, "inductive", "ablation", dict(hIoU=99.0), parent=parent, status="FAILED")
     # A training run with a loss history (the training curve from MLflow).
@@ -200,6 +227,18 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
                             "decoder": "zegclip", "imported": True, "protocol": "voc", "protocol_conformant": True,
                             "protocol_deviations": {}, "protocol_deviations_text": "", "vocabulary": "all",
                             "calibrated": True, "images_per_s": 5.0, "eval_seconds": 289.8, "device": "cuda:0"})
+    # A COCO-Stuff-trained every-class model on ADE20K-150, off its protocol (fewer iterations).
+    ade = dict(pAcc=60.0, mIoU=33.0, mIoU_seen=35.0, mIoU_unseen=25.0, hIoU=29.2, num_classes=150,
+               num_training_classes=171, num_novel_classes=60)
+    stage_run("fully_supervised", 0, "open_vocab", "evaluate_open_vocab", ade, parent=experiment("exp-ov-coco"),
+              tags={"ldvc.dataset": "coco_stuff", "ldvc.open_vocab_target": "A-150",
+                    "ldvc.target_dataset": "ade20k_150", "ldvc.protocol": "open_vocab"},
+              metrics_json={**ade, **open_vocab_identity(0), "dataset": "ade20k_150", "cross_target": "A-150",
+                            "source_dataset": "coco_stuff", "clip_model": "ViT-B-16", "image_size": 512,
+                            "novel_classes": [f"ade class {i}" for i in range(60)], "protocol": "open_vocab",
+                            "protocol_conformant": False,
+                            "protocol_deviations": {"train.iters": {"value": 4000, "protocol": 80000}},
+                            "protocol_deviations_text": "train.iters=4000 (protocol: 80000)"})
     # Evaluated with the unseen vocabulary (eval.vocabulary is a logged param).
     stage_run("ldvc", 0, "inductive", "evaluate_inductive", dict(pAcc=70.0, mIoU=61.0, mIoU_unseen=61.0),
               parent=experiment("exp-unseen"), params={**BASE_PARAMS, "eval.vocabulary": "unseen"}, tags=synthetic_ok)
@@ -226,6 +265,14 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "class_id,class,split,iou,gt_pixels,pred_pixels\n0,red_disk,seen,70.0000,10,12\n"
                 "1,blue_square,seen,,0,0\n2,green_star,unseen,30.0000,5,4\n")
         (d / "metrics.json").write_text(json.dumps(record))
+    for seed, metrics in OPEN_VOCAB:
+        d = runs / "open_vocab" / "wide" / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({**metrics, **open_vocab_identity(seed)}))
+        # as evaluation writes it: the novel classes are the split's "unseen" part
+        (d / "per_class_iou.csv").write_text(
+            "class_id,class,split,iou,gt_pixels,pred_pixels\n0,striped teal,seen,60.0000,10,12\n"
+            "1,dotted red circle,unseen,10.0000,5,4\n2,green triangle,unseen,35.0000,5,6\n")
     (runs / "ldvc/seed0/inductive/train_log.csv").write_text(
         "step,loss,lr,images_per_s\n" + "".join(f"{s},{5.0 / (s + 1)},{1e-4 * (1 - s / 50)},30\n"
                                                 for s in range(0, 50, 5)))
@@ -493,13 +540,13 @@ def test_mlflow_record_fields(mlflow_report: dict) -> None:
 def test_runs_dir_gives_the_same_tables(mlflow_report: dict, runs_dir: Path, tmp_path: Path) -> None:
     inputs = load_runs_dir(runs_dir)
     result = build_reports(inputs.records, tmp_path, figures=False, ablation_overrides=ABLATION)
-    for name in ("main", "ablation", "cross"):
+    for name in ("main", "ablation", "cross", "open_vocab"):
         header, rows = read_csv_table(result["tables"][f"{name}_csv"])
         m_header, m_rows = read_csv_table(mlflow_report["result"]["tables"][f"{name}_csv"])
         assert header == m_header
         assert rows == [r for r in m_rows if "exp: " not in r[0] + r[1]]  # runs/ has no experiments
         assert read_md_table(result["tables"][f"{name}_md"]) == (header, rows)
-    for key in ("main", "ablation", "cross"):
+    for key in ("main", "ablation", "cross", "open_vocab"):
         assert result[key] == mlflow_report["result"][key]
     # metrics.json's own fields: the evaluation speed is images_per_s, the training one train_images_per_s.
     rec = next(r for r in inputs.records if (r.variant, r.seed, r.setting) == ("ldvc", 1, "inductive"))
@@ -551,7 +598,7 @@ def test_figures_from_runs_dir(runs_dir: Path, tmp_path: Path) -> None:
     figs = result["figures"]
     assert set(figs) == {"per_class_iou_synthetic_inductive", "per_class_iou_synthetic_transductive",
                          "qualitative_synthetic_inductive", "qualitative_synthetic_transductive",
-                         "fragmentation_synthetic", "training_curves"}
+                         "fragmentation_synthetic", "training_curves", "open_vocab_synthetic_wide"}
     for path in figs.values():
         with Image.open(path) as im:
             assert im.format == "PNG" and im.width > 300 and im.height > 200
@@ -714,3 +761,123 @@ def test_gpu_benchmark_reads_the_device_checks_records(tmp_path: Path) -> None:
     speeds = read_gpu_benchmark(path)
     assert set(speeds) == {("voc", "zegclip")} and speeds[("voc", "zegclip")].fps == 31.5
     assert speeds[("voc", "zegclip")].hardware == "NVIDIA H200"
+
+
+# --------------------------------------------------------------------------------------------
+# Open-vocabulary table
+# --------------------------------------------------------------------------------------------
+
+OV_FIXED = ["Method", "Training set", "CLIP", "Resolution", "CLIP fine-tuned", "Seeds", "Protocol"]
+OV_TARGETS = ["A-847", "PC-459", "A-150", "PC-59", "PAS-20", "PAS-21"]
+
+
+def test_open_vocab_published_numbers_are_the_cited_ones() -> None:
+    """The published rows, pinned to their sources:
+    - CAT-Seg (B): cvlab-kaist/CAT-Seg README.md at commit 6d3a188af95165147fe2f34a8237fa7d2633e784,
+      lines 90-97 ('CAT-Seg (B)', ViT-B/16: 12.0 19.0 31.8 57.5 94.6 77.3 under A-847, PC-459, A-150,
+      PC-59, PAS-20, PAS-20b); configs/vitb_384.yaml lines 30 (CLIP_FINETUNE "attention") and 39 (384 crops).
+    - DeOP: CongHan0808/DeOP README.md at commit 614454c8734f6dd82679b909f697cb241e6538be, line 33, the image
+      resources/results-crossdataset.jpg, row 'DeOP (ours)': VOC-20 91.7, PC-59 48.8, A-150 22.9, PC-459 9.4,
+      A-847 7.1 (trained on COCO-Stuff-156).
+    SAN, FC-CLIP (ViT-B/16), zsseg and ZegFormer print no such number in a source we could read: no row."""
+    from ldvc.reports.reference import OPEN_VOCAB_REFERENCES, OPEN_VOCAB_TARGETS
+
+    assert list(OPEN_VOCAB_TARGETS.values()) == OV_TARGETS
+    refs = {r.method: {OPEN_VOCAB_TARGETS[d]: (v.value, v.source) for d, v in r.values.items()}
+            for r in OPEN_VOCAB_REFERENCES}
+    assert refs == {
+        "CAT-Seg (B)": {"A-847": (12.0, "README"), "PC-459": (19.0, "README"), "A-150": (31.8, "README"),
+                        "PC-59": (57.5, "README"), "PAS-20": (94.6, "README"), "PAS-21": (77.3, "README")},
+        "DeOP": {"A-847": (7.1, "README"), "PC-459": (9.4, "README"), "A-150": (22.9, "README"),
+                 "PC-59": (48.8, "README"), "PAS-20": (91.7, "README")},
+    }
+    cat = next(r for r in OPEN_VOCAB_REFERENCES if r.method == "CAT-Seg (B)")
+    assert "6d3a188" in cat.note and "lines 90-97" in cat.note and "PAS-20b" in cat.note
+    assert cat.clip_finetuned.startswith("yes") and "384" in cat.resolution
+    deop = next(r for r in OPEN_VOCAB_REFERENCES if r.method == "DeOP")
+    assert "614454c" in deop.note and "156" in deop.training and deop.clip_finetuned.startswith("no")
+
+
+def test_open_vocab_table_published_rows_ours_and_marks(mlflow_report: dict) -> None:
+    paths = mlflow_report["result"]["tables"]
+    header, rows = read_md_table(paths["open_vocab_md"])
+    assert (header, rows) == read_csv_table(paths["open_vocab_csv"])
+    assert header == OV_FIXED + OV_TARGETS + ["Synthetic-wide"]
+    table = {r[0]: dict(zip(header, r)) for r in rows}
+    assert list(table) == ["DeOP", "CAT-Seg (B)", "LDVC (ours, fully_supervised)",
+                           "LDVC (ours, fully_supervised, exp: exp-ov-coco)"]
+    cat = table["CAT-Seg (B)"]
+    assert [cat[t] for t in OV_TARGETS] == ["12.0 [M]", "19.0 [M]", "31.8 [M]", "57.5 [M]", "94.6 [M]", "77.3 [M]"]
+    assert cat["Protocol"] == "published" and cat["Synthetic-wide"] == "-" and cat["Training set"].startswith("COCO")
+    assert [table["DeOP"][t] for t in OV_TARGETS] == ["7.1 [M]", "9.4 [M]", "22.9 [M]", "48.8 [M]", "91.7 [M]", "-"]
+    ours = table["LDVC (ours, fully_supervised)"]
+    assert ours["Synthetic-wide"] == "42.0 ± 2.8 [R]" and all(ours[t] == "-" for t in OV_TARGETS)
+    assert (ours["Training set"], ours["CLIP"], ours["Resolution"], ours["Seeds"]) == (
+        "Synthetic (ours) (18 classes)", "ldvc-tiny-vit", "64x64", "0, 1")
+    assert ours["CLIP fine-tuned"].startswith("no") and ours["Protocol"] == "synthetic"
+    coco = table["LDVC (ours, fully_supervised, exp: exp-ov-coco)"]
+    assert coco["A-150"] == "33.0 [R*]" and coco["Synthetic-wide"] == "-"
+    assert coco["Protocol"] == "open_vocab, deviates in train.iters (note 1)" and coco["Resolution"] == "512x512"
+    md = paths["open_vocab_md"].read_text()
+    for text in ("[M] read from the method's public README", "[R] reproduced", "[R*] reproduced",
+                 "9 of 21 classes never in its training vocabulary (dotted red circle, dotted red triangle",
+                 "mIoU 22.0 ± 2.8 on them, 51.0 ± 1.4 on the others", "No row for SAN, FC-CLIP, zsseg or ZegFormer",
+                 "(1) LDVC (ours, fully_supervised, exp: exp-ov-coco): ADE20K-150, seed 0, protocol open_vocab: "
+                 "train.iters=4000 (protocol: 80000)", "NOT comparable"):
+        assert text in md, text
+    assert not any(r[0].startswith(("SAN", "FC-CLIP", "zsseg", "ZegFormer")) for r in rows)
+    tex = paths["open_vocab_tex"].read_text()
+    assert r"12.0\textsuperscript{M}" in tex and r"33.0\textsuperscript{R*}" in tex
+    assert r"\multicolumn{7}{c}{mIoU}" in tex
+    assert mlflow_report["result"]["open_vocab"] == {"wide": pytest.approx(
+        {"mIoU": 42.0, "mIoU_std": 2.8284, "pAcc": 71.0, "pAcc_std": 1.4142, "mIoU_base": 51.0,
+         "mIoU_base_std": 1.4142, "mIoU_novel": 22.0, "mIoU_novel_std": 2.8284})}
+
+
+def test_open_vocab_records_from_runs_and_mlflow(mlflow_report: dict, runs_dir: Path, tmp_path: Path) -> None:
+    """runs/open_vocab/<target>/seed<s>/ is read as setting open_vocab (the layout names target and seed); an
+    MLflow run without a metrics.json artifact gets its target and dataset from its tags."""
+    records = [r for r in load_runs_dir(runs_dir).records if r.setting == "open_vocab"]
+    assert sorted((r.cross_target, r.seed, r.dataset) for r in records) == [
+        ("wide", 0, "synthetic_wide"), ("wide", 1, "synthetic_wide")]
+    rec = records[0]
+    assert rec.novel_classes == WIDE_NOVEL and rec.metrics["num_training_classes"] == 18
+    assert [(c.name, c.seen) for c in rec.per_class] == [("striped teal", True), ("dotted red circle", False),
+                                                         ("green triangle", False)]
+    assert rec.protocol_status == "conformant" and (rec.clip_model, rec.image_size) == ("ldvc-tiny-vit", 64)
+    bare = next(r for r in mlflow_report["inputs"].records if r.setting == "open_vocab" and r.seed == 1)
+    assert (bare.dataset, bare.cross_target, bare.source_dataset, bare.vocabulary) == (
+        "synthetic_wide", "wide", "synthetic", "all")
+    # the directory layout alone says setting / target / seed
+    d = tmp_path / "runs" / "open_vocab" / "PC-59" / "seed3"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"variant": "fully_supervised", "dataset": "context59", "mIoU": 5.0}))
+    (only,) = load_runs_dir(tmp_path / "runs").records
+    assert (only.setting, only.cross_target, only.seed) == ("open_vocab", "PC-59", 3)
+
+
+def test_open_vocab_stale_targets_and_figure(runs_dir: Path, tmp_path: Path) -> None:
+    records = records_from_runs(runs_dir)
+    stale = build_reports(records, tmp_path / "stale", figures=False, ablation_overrides=ABLATION,
+                          open_vocab_targets=["other"], count_models=False)
+    assert any("left out open_vocab targets no longer in params.yaml's open_vocab.targets: ['wide']" in n
+               for n in stale["notes"])
+    assert stale["open_vocab"] == {} and [r[0] for r in read_csv_table(stale["tables"]["open_vocab_csv"])[1]] == [
+        "DeOP", "CAT-Seg (B)"]
+    # The figure: one panel, novel classes coloured apart (orange bars) beside the trained ones (blue).
+    from ldvc.reports.figures import SEEN_COLOR, UNSEEN_COLOR, open_vocab_figure
+
+    path = open_vocab_figure([r for r in records if r.setting == "open_vocab"], tmp_path / "ov.png")
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    for colour in (SEEN_COLOR, UNSEEN_COLOR):
+        want = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(rgb.astype(int) - want).sum(axis=1) < 6).sum() > 200, colour
+    # hundreds of classes (A-847): bars without names, each group sorted
+    from ldvc.reports.records import ClassIoU
+
+    many = [ClassIoU(f"c{i}", float(i % 97), i % 3 != 0) for i in range(847)]
+    big = records_from_runs(runs_dir)[0]
+    big.per_class, big.setting, big.dataset, big.cross_target = many, "open_vocab", "ade20k_847", "A-847"
+    with Image.open(open_vocab_figure([big], tmp_path / "big.png")) as im:
+        assert im.width < 2000  # not one named bar per class

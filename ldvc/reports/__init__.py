@@ -1,9 +1,9 @@
 """Paper tables and figures, rebuilt from the pipeline's evaluation records.
 
 Library entry point of the `report` stage: `build_reports(records, out_dir)` writes
-out_dir/tables/{main,cross,ablation,cost}.{md,csv,tex} and out_dir/figures/*.png and returns their
-paths plus the aggregated main-run metrics (for metrics/{inductive,transductive,ablation,cross}.json).
-Records come from the runs/ directory (`load_runs_dir`, incl. runs/cross/) or from every run of an
+out_dir/tables/{main,cross,open_vocab,ablation,cost}.{md,csv,tex} and out_dir/figures/*.png and returns
+their paths plus the aggregated metrics (for metrics/{inductive,transductive,ablation,cross,open_vocab}.json).
+Records come from the runs/ directory (`load_runs_dir`, incl. runs/cross/ and runs/open_vocab/) or from every run of an
 MLflow store (`load_mlflow`), so `dvc exp run` / `dvc queue` experiments appear as extra rows.
 Every table marks reproduced numbers that deviate from their protocol ([R*], tables.py).
 Command line: `python -m ldvc.reports [--from-mlflow] ...` (see __main__.py).
@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ldvc.reports.open_vocab import open_vocab_table, summarize_open_vocab
 from ldvc.reports.records import (
     ClassIoU,
     EvalRecord,
@@ -63,6 +64,7 @@ def build_reports(
     count_models: bool = True,
     gpu_benchmark: str | Path | None = None,
     cross_targets: Iterable[str] | None = None,
+    open_vocab_targets: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """Write the tables (and figures) for `records`; return what was written and the summaries.
 
@@ -72,6 +74,8 @@ def build_reports(
                       "transductive": {...}},          # -> metrics/<setting>.json
              "ablation": {variant: {"mIoU_seen", ..., "train_images_per_s"[, "<key>_std"]}},
              "cross": {target: {"pAcc", "mIoU"[, "<key>_std"]}},   # -> metrics/cross.json
+             "open_vocab": {target: {"mIoU", "pAcc", "mIoU_base", "mIoU_novel"[, "<key>_std"]}},
+                                                                   # -> metrics/open_vocab.json
              "notes": [what was skipped and why]}.
     Summaries are means over seeds of experiment `summary_exp` (None = the workspace's own runs);
     "main" is variant `main_variant`; `summary_dataset` picks a dataset when records cover several.
@@ -80,7 +84,8 @@ def build_reports(
     {"section.key": value}); it orders the ablation rows and fills their "Changes" column, and the
     workspace's records of variants it no longer names (stale runs/ folders) are left out, with a note.
     `cross_targets`: params.yaml's `cross_dataset` keys; the workspace's cross records of other targets
-    (stale runs/cross/ folders) are left out, with a note.
+    (stale runs/cross/ folders) are left out, with a note. `open_vocab_targets`: the same for
+    params.yaml's `open_vocab.targets` and runs/open_vocab/.
     `count_models`: count parameters/GFLOPs for the cost table (ZegCLIP and LDVC at the paper size on
     the meta device, a few seconds once per process; each run's model from its checkpoint).
     `gpu_benchmark`: the GPU throughput report giving FPS (default out_dir/benchmarks_gpu.json; a
@@ -99,25 +104,30 @@ def build_reports(
         if stale:
             all_notes.append(f"left out variants no longer in params.yaml's ablation section: {stale}")
             records = [r for r in records if r.exp_name is not None or r.variant in current]
-    if cross_targets is not None:
-        targets = set(cross_targets)
+    for setting, current, section in (("cross", cross_targets, "cross_dataset"),
+                                      ("open_vocab", open_vocab_targets, "open_vocab.targets")):
+        if current is None:
+            continue
+        targets = set(current)
         stale = sorted({str(r.cross_target) for r in records
-                        if r.setting == "cross" and r.exp_name is None and r.cross_target not in targets})
+                        if r.setting == setting and r.exp_name is None and r.cross_target not in targets})
         if stale:
-            all_notes.append(f"left out cross-dataset targets no longer in params.yaml's cross_dataset: {stale}")
-            records = [r for r in records if r.setting != "cross" or r.exp_name is not None
+            all_notes.append(f"left out {setting} targets no longer in params.yaml's {section}: {stale}")
+            records = [r for r in records if r.setting != setting or r.exp_name is not None
                        or r.cross_target in targets]
     # Validate before writing anything: a summary that cannot be computed fails here.
     main = summarize(records, variant=main_variant, exp_name=summary_exp, dataset=summary_dataset)
     ablation = summarize_ablation(records, exp_name=summary_exp, dataset=summary_dataset)
     cross = summarize_cross(records, variant=main_variant, exp_name=summary_exp)
+    open_vocab = summarize_open_vocab(records, exp_name=summary_exp)
     out_dir = Path(out_dir)
     from ldvc.reports.cost import GPU_BENCHMARK_FILE, cost_table  # torch only when the tables are built
 
     cost = cost_table(records, count=count_models,
                       gpu_benchmark=gpu_benchmark if gpu_benchmark is not None else out_dir / GPU_BENCHMARK_FILE)
     tables: dict[str, Path] = {}
-    for table in (main_table(records), cross_table(records), ablation_table(records, ablation_overrides), cost):
+    for table in (main_table(records), cross_table(records), open_vocab_table(records),
+                  ablation_table(records, ablation_overrides), cost):
         tables.update(write_table(table, out_dir / "tables"))
     figure_paths: dict[str, Path] = {}
     if figures:
@@ -128,4 +138,4 @@ def build_reports(
         figure_paths, figure_notes = build_figures(records, curves, out_dir / "figures", summary_exp)
         all_notes += figure_notes
     return {"tables": tables, "figures": figure_paths, "main": main, "ablation": ablation, "cross": cross,
-            "notes": all_notes}
+            "open_vocab": open_vocab, "notes": all_notes}

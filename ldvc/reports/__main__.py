@@ -8,8 +8,9 @@
 Defaults are anchored at the repository root (DVC_ROOT when DVC runs us, else the folder holding
 dvc.yaml), like the pipeline's own MLflow store: sqlite:///<root>/mlflow.db (or
 $MLFLOW_TRACKING_URI), experiment = params.yaml's project.mlflow_experiment. params.yaml is read as
-plain YAML (only project.mlflow_experiment and the ablation and cross_dataset sections are used), so
-a report can be rebuilt without loading the model registry. Tables: main, cross, ablation, cost
+plain YAML (only project.mlflow_experiment and the ablation, cross_dataset and open_vocab sections are
+used), so a report can be rebuilt without loading the model registry. Tables: main, cross, open_vocab,
+ablation, cost
 (the cost table counts ZegCLIP and LDVC at the paper size on the meta device: a few seconds;
 --no-count skips it).
 """
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         ablation = params.get("ablation") or {}
         # Stale runs/cross/<target> folders are left out only when params.yaml names the current targets.
         cross_targets = list(params["cross_dataset"] or {}) if "cross_dataset" in params else None
+        open_vocab = params.get("open_vocab") or {}
+        open_vocab_targets = list(open_vocab.get("targets") or {}) if "targets" in open_vocab else None
         if args.from_mlflow:
             uri = args.tracking_uri or tracking_uri(root)  # MLFLOW_TRACKING_URI, else <root>/mlflow.db
             experiment = args.experiment or (params.get("project") or {}).get("mlflow_experiment", "ldvc")
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             source = str(runs_dir)
         result = build_reports(inputs.records, out, curves=inputs.curves, figures=not args.no_figures,
                                ablation_overrides=ablation, notes=inputs.notes, cross_targets=cross_targets,
-                               count_models=not args.no_count, gpu_benchmark=args.gpu_benchmark)
+                               open_vocab_targets=open_vocab_targets, count_models=not args.no_count,
+                               gpu_benchmark=args.gpu_benchmark)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -7,7 +7,11 @@
   next to ground truth, per variant (LDVC's second claim: fewer small fragments);
 - training_curves.png: loss, learning rate and images/s against the step, from train_log.csv or the
   MLflow metric history;
-- qualitative_<dataset>_<setting>.png: a grid of image | ground truth | ZegCLIP | LDVC.
+- qualitative_<dataset>_<setting>.png: a grid of image | ground truth | ZegCLIP | LDVC;
+- open_vocab_<dataset>[_<target>].png: per open-vocabulary target, the IoU of the classes never in the
+  model's training vocabulary beside the classes it was trained on (bars per class up to
+  `MAX_NAMED_BARS` classes; above that, each group's classes sorted by IoU without names), dashed
+  lines at each group's mean.
 
 The qualitative grid is assembled from the files evaluation writes to
 runs/<variant>/seed<s>/<setting>/overlays/ (the same ids for every variant). When the folders hold
@@ -298,8 +302,85 @@ def qualitative_figure(records: Sequence[EvalRecord], dataset: str, setting: str
 
 
 # --------------------------------------------------------------------------------------------
+# Open-vocabulary targets: classes never seen in training beside the seen ones
+# --------------------------------------------------------------------------------------------
+
+MAX_NAMED_BARS = 60  # above this many classes (A-847, PC-459) bars carry no names
+
+
+def open_vocab_figure(records: Sequence[EvalRecord], path: str | Path) -> Path | None:
+    """IoU per class of one open-vocabulary target (`records`: its records, one row per method and
+    variant), novel classes (never in the training vocabulary) coloured apart; None without per-class IoU."""
+    groups: dict[str, list[EvalRecord]] = {}
+    for r in records:
+        if r.per_class:
+            groups.setdefault(f"{method_name(r)} ({r.variant}" + (f", exp: {r.exp_name})" if r.exp_name else ")"),
+                              []).append(r)
+    if not groups:
+        return None
+    n_classes = max(len(per_class_means(recs)) for recs in groups.values())
+    named = n_classes <= MAX_NAMED_BARS
+    width = min(30.0, max(6.0, 0.28 * n_classes + 2.0)) if named else 12.0
+    fig = Figure(figsize=(width, 2.8 * len(groups) + 0.6))
+    axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
+    for ax, (label, recs) in zip(axes, sorted(groups.items())):
+        classes = per_class_means(recs)  # (name, mean IoU, seen in training)
+        if not named:  # each group sorted by IoU, base classes first
+            classes = (sorted([c for c in classes if c[2]], key=lambda c: -np.nan_to_num(c[1]))
+                       + sorted([c for c in classes if not c[2]], key=lambda c: -np.nan_to_num(c[1])))
+        x = np.arange(len(classes))
+        ious = np.array([c[1] for c in classes])  # (C,)
+        seen = np.array([c[2] for c in classes])  # (C,)
+        ax.bar(x, np.nan_to_num(ious), width=0.8 if named else 1.0,
+               color=[SEEN_COLOR if s else UNSEEN_COLOR for s in seen])
+        for mask, color, name in ((seen, SEEN_COLOR, "in training"), (~seen, UNSEEN_COLOR, "never in training")):
+            if mask.any() and np.isfinite(ious[mask]).any():
+                ax.axhline(np.nanmean(ious[mask]), color=color, ls="--", lw=1,
+                           label=f"mIoU {name} ({int(mask.sum())} classes) {np.nanmean(ious[mask]):.1f}")
+        if named:
+            ax.set_xticks(x, [c[0] for c in classes], rotation=90, fontsize=7 if len(classes) > 40 else 8)
+        else:
+            ax.set_xticks([])
+            ax.set_xlabel("classes, each group sorted by IoU (names in per_class_iou.csv)")
+        ax.set_xlim(-0.6, len(classes) - 0.4)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("IoU (%)")
+        ax.set_title(f"{label}, seeds {sorted({r.seed for r in recs})}", fontsize=9)
+        handles, _ = ax.get_legend_handles_labels()
+        handles += [Patch(color=SEEN_COLOR, label="class in the training vocabulary"),
+                    Patch(color=UNSEEN_COLOR, label="class never in the training vocabulary")]
+        ax.legend(handles=handles, fontsize=7, loc="upper right", ncol=2)
+    first = records[0]
+    target = first.cross_target or first.dataset
+    fig.suptitle(f"Open-vocabulary transfer to {DATASET_TITLES.get(first.dataset, first.dataset)} "
+                 f"(target {target}): per-class IoU")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def open_vocab_figure_name(dataset: str, target: str | None) -> str:
+    """open_vocab_<dataset> (one target of the dataset) or open_vocab_<dataset>_<target>."""
+    return f"open_vocab_{dataset}" + (f"_{target}" if target else "")
+
+
+# --------------------------------------------------------------------------------------------
 # All figures
 # --------------------------------------------------------------------------------------------
+
+
+def _open_vocab_targets(records: Sequence[EvalRecord], exp_name: str | None
+                        ) -> dict[tuple[str, str | None], list[EvalRecord]]:
+    """{(dataset, target key or None): records} of the open-vocabulary records (None: the dataset's only
+    target; the key only names the figure when one dataset has several targets)."""
+    mine = [r for r in records if r.setting == "open_vocab" and r.exp_name == exp_name]
+    out: dict[tuple[str, str | None], list[EvalRecord]] = {}
+    for dataset in sorted({r.dataset for r in mine}):
+        recs = [r for r in mine if r.dataset == dataset]
+        targets = sorted({r.cross_target or dataset for r in recs})
+        for target in targets:
+            out[(dataset, target if len(targets) > 1 else None)] = [r for r in recs
+                                                                    if (r.cross_target or dataset) == target]
+    return out
 
 
 def build_figures(records: Sequence[EvalRecord], curves: Sequence[TrainCurve], out_dir: str | Path,
@@ -323,6 +404,12 @@ def build_figures(records: Sequence[EvalRecord], curves: Sequence[TrainCurve], o
         name = f"fragmentation_{dataset}"
         if (p := fragmentation_figure(records, dataset, out_dir / f"{name}.png")) is not None:
             paths[name] = p
+    for (dataset, target), recs in _open_vocab_targets(records, exp_name).items():
+        name = open_vocab_figure_name(dataset, target)
+        if (p := open_vocab_figure(recs, out_dir / f"{name}.png")) is not None:
+            paths[name] = p
+        else:
+            notes.append(f"open-vocabulary figure {name} skipped: its records hold no per-class IoU")
     p = training_curves_figure(curves, out_dir / "training_curves.png")
     if p is not None:
         paths["training_curves"] = p

@@ -2,13 +2,18 @@
 
 The pipeline writes every evaluation twice (see the stage contract in dvc.yaml):
 - on disk: runs/<variant>/seed<seed>/<setting>/metrics.json (+ train_log.csv, overlays/*.png),
-  setting inductive | transductive | fully_supervised, and runs/cross/<target>/seed<seed>/
-  metrics.json for the cross-dataset evaluations (setting "cross");
+  setting inductive | transductive | fully_supervised, runs/cross/<target>/seed<seed>/
+  metrics.json for the cross-dataset evaluations (setting "cross") and
+  runs/open_vocab/<target>/seed<seed>/metrics.json for the open-vocabulary ones (setting
+  "open_vocab": the every-class variant open_vocab.model on another vocabulary);
 - in MLflow: one child run per stage execution (evaluate_inductive, evaluate_transductive,
-  evaluate_cross, ablation), tagged ldvc.role=stage, ldvc.stage, ldvc.variant, ldvc.seed,
-  ldvc.setting, ldvc.dataset, ldvc.decoder, ldvc.protocol, ldvc.protocol_conformant,
-  ldvc.protocol_deviations, ldvc.cross_target and, for `dvc exp run` / `dvc queue` experiments,
-  dvc.exp_name; metrics in percent; metrics.json and per_class_iou.csv as artifacts.
+  evaluate_cross, evaluate_open_vocab, ablation), tagged ldvc.role=stage, ldvc.stage, ldvc.variant,
+  ldvc.seed, ldvc.setting, ldvc.dataset, ldvc.decoder, ldvc.protocol, ldvc.protocol_conformant,
+  ldvc.protocol_deviations, ldvc.cross_target / ldvc.open_vocab_target, ldvc.target_dataset and, for
+  `dvc exp run` / `dvc queue` experiments, dvc.exp_name; metrics in percent; metrics.json and
+  per_class_iou.csv as artifacts. A target record (cross, open_vocab) names its target in
+  `cross_target`; an open-vocabulary record lists the target classes never in its model's training
+  vocabulary (`novel_classes`; per_class_iou.csv marks them "unseen").
 Every metrics.json is self-describing (ldvc.pipeline.annotate_metrics): protocol name and
 conformance, the deviating keys, the evaluated checkpoint's decoder and whether it was imported,
 the vocabulary, calibration, evaluation speed and device. Both loaders return `ReportInputs`
@@ -34,8 +39,9 @@ Choices that are ours:
   the "ldvc" variant is a zegclip model, which only metrics.json says; the ldvc.dataset tag of a
   cross run is the SOURCE dataset (the target's label is rebuilt from the run's cross_dataset params).
 - Protocol status (`protocol_status`): "conformant", "deviating" or "unknown" (a record without
-  protocol fields). A fully supervised record's `split.unseen` deviation is the definition of the
-  setting (every class seen), not drift: it is left out; its other deviations still count.
+  protocol fields). A fully supervised or open-vocabulary record's `split.unseen` deviation is the
+  definition of the setting (every class seen in training), not drift: it is left out; its other
+  deviations still count.
 """
 
 from __future__ import annotations
@@ -52,7 +58,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-EVAL_STAGES: tuple[str, ...] = ("evaluate_inductive", "evaluate_transductive", "evaluate_cross", "ablation")
+EVAL_STAGES: tuple[str, ...] = ("evaluate_inductive", "evaluate_transductive", "evaluate_cross",
+                                "evaluate_open_vocab", "ablation")
 TRAIN_STAGES: tuple[str, ...] = ("train_inductive", "train_transductive", "ablation")
 SUMMARY_METRICS: tuple[str, ...] = ("pAcc", "mIoU", "mIoU_seen", "mIoU_unseen", "hIoU")
 RECORD_METRICS: tuple[str, ...] = SUMMARY_METRICS + (
@@ -66,11 +73,20 @@ RECORD_METRICS: tuple[str, ...] = SUMMARY_METRICS + (
     "eval_images_per_s",
     "eval_seconds",
     "num_images",
+    "num_classes",  # target evaluations: the target's vocabulary and how much of it the model was trained on
+    "num_training_classes",
+    "num_novel_classes",
 )
 PROTOCOL_STATUSES: tuple[str, ...] = ("conformant", "deviating", "unknown")
 CROSS_DIR = "cross"  # runs/cross/<target>/seed<s>/: the cross-dataset evaluations
-# A fully supervised run trains on every class by definition: this deviation is the setting itself.
-SETTING_DEVIATIONS: dict[str, tuple[str, ...]] = {"fully_supervised": ("split.unseen",)}
+OPEN_VOCAB_DIR = "open_vocab"  # runs/open_vocab/<target>/seed<s>/: the open-vocabulary evaluations
+TARGET_DIRS: dict[str, str] = {CROSS_DIR: "cross", OPEN_VOCAB_DIR: "open_vocab"}  # runs/ folder -> setting
+TARGET_SETTINGS: tuple[str, ...] = tuple(TARGET_DIRS.values())
+TARGET_TAGS: tuple[str, ...] = ("ldvc.cross_target", "ldvc.open_vocab_target")
+# A fully supervised run trains on every class by definition, as does the model of an open-vocabulary
+# evaluation: this deviation is the setting itself.
+SETTING_DEVIATIONS: dict[str, tuple[str, ...]] = {"fully_supervised": ("split.unseen",),
+                                                  "open_vocab": ("split.unseen",)}
 _DEVIATION_ENTRY = re.compile(r"(?:^|, )([A-Za-z_][\w.*-]*)=")
 CURVE_COLUMNS: tuple[str, ...] = ("loss", "lr", "images_per_s")
 _REQUIRED_KEYS: tuple[str, ...] = ("variant", "seed", "setting", "dataset")
@@ -96,8 +112,8 @@ class EvalRecord:
 
     variant: str
     seed: int
-    setting: str  # inductive | transductive | fully_supervised | cross
-    dataset: str  # voc | coco_stuff | context59 | synthetic | synthetic_shifted | coco_json (cross: the target's)
+    setting: str  # inductive | transductive | fully_supervised | cross | open_vocab
+    dataset: str  # voc | coco_stuff | context59 | synthetic | synthetic_shifted | ... (targets: the target's)
     metrics: dict[str, float]  # percent for IoU/accuracy/shares; counts for params; images/s
     decoder: str = ""  # the evaluated checkpoint's decoder (lctd | zegclip)
     per_class: list[ClassIoU] = field(default_factory=list)
@@ -114,8 +130,11 @@ class EvalRecord:
     vocabulary: str = "all"  # all (generalised zero-shot) | unseen
     calibrated: bool | None = None  # seen-class calibration applied
     device: str = ""  # where the evaluation ran
-    cross_target: str | None = None  # params.yaml cross_dataset key (setting "cross")
-    source_dataset: str | None = None  # the training dataset of a cross-dataset evaluation
+    cross_target: str | None = None  # the target's key in cross_dataset / open_vocab.targets (target settings)
+    source_dataset: str | None = None  # the training dataset of a target evaluation
+    novel_classes: list[str] = field(default_factory=list)  # open_vocab: target classes never trained on
+    clip_model: str = ""  # target evaluations: the evaluated model's CLIP and input size
+    image_size: int | None = None
     checkpoint: str = ""  # the evaluated checkpoint file, as the evaluation named it
     versions: dict[str, Any] = field(default_factory=dict)
 
@@ -283,9 +302,16 @@ def _identity(data: dict[str, Any], where: str) -> dict[str, Any]:
     for key in ("decoder", "protocol", "protocol_deviations_text", "device", "checkpoint", "vocabulary"):
         if data.get(key) not in (None, ""):
             out[key] = str(data[key])
-    for key in ("cross_target", "source_dataset"):
+    for key in ("cross_target", "source_dataset", "clip_model"):
         if data.get(key) not in (None, ""):
             out[key] = str(data[key])
+    if data.get("image_size") not in (None, ""):
+        out["image_size"] = int(_float(data["image_size"], where, "image_size"))
+    novel = data.get("novel_classes")
+    if novel is not None:
+        if not isinstance(novel, list) or not all(isinstance(c, str) for c in novel):
+            raise ReportError(f"{where}: 'novel_classes' must be a list of class names, got {novel!r}")
+        out["novel_classes"] = list(novel)
     for key in ("protocol_conformant", "imported", "calibrated"):
         if key in data:
             value = _bool(data[key], where, key)
@@ -314,9 +340,10 @@ def read_metrics_json(path: Path) -> EvalRecord:
         raise ReportError(f"{path}: expected a JSON object of metrics, got {type(data).__name__}")
     # The directory layout names variant/seed/setting too: use it when the JSON lacks them.
     parts = Path(path).parts
-    if len(parts) >= 4 and parts[-4] == CROSS_DIR and _SEED_DIR.match(parts[-2]):  # runs/cross/<target>/seed<s>/
+    # runs/cross/<target>/seed<s>/ or runs/open_vocab/<target>/seed<s>/
+    if len(parts) >= 4 and parts[-4] in TARGET_DIRS and _SEED_DIR.match(parts[-2]):
         data.setdefault("seed", int(_SEED_DIR.match(parts[-2]).group(1)))  # type: ignore[union-attr]
-        data.setdefault("setting", "cross")
+        data.setdefault("setting", TARGET_DIRS[parts[-4]])
         data.setdefault("cross_target", parts[-3])
     elif len(parts) >= 4 and _SEED_DIR.match(parts[-3]):
         data.setdefault("variant", parts[-4])
@@ -369,15 +396,16 @@ def read_train_log(path: Path) -> list[dict[str, float]]:
 def _run_dirs(runs_dir: Path, filename: str) -> Iterator[tuple[Path, str, int, str]]:
     for path in sorted(runs_dir.glob(f"*/seed*/*/{filename}")):
         m = _SEED_DIR.match(path.parts[-3])
-        if m and path.parts[-4] != CROSS_DIR:  # runs/cross/ holds targets, not variants
+        if m and path.parts[-4] not in TARGET_DIRS:  # runs/cross/, runs/open_vocab/ hold targets, not variants
             yield path, path.parts[-4], int(m.group(1)), path.parts[-2]
 
 
-def _cross_dirs(runs_dir: Path, filename: str) -> Iterator[Path]:
-    """runs/cross/<target>/seed<s>/<filename>."""
-    for path in sorted((runs_dir / CROSS_DIR).glob(f"*/seed*/{filename}")):
-        if _SEED_DIR.match(path.parts[-2]):
-            yield path
+def _target_dirs(runs_dir: Path, filename: str) -> Iterator[Path]:
+    """runs/cross/<target>/seed<s>/<filename> and runs/open_vocab/<target>/seed<s>/<filename>."""
+    for folder in TARGET_DIRS:
+        for path in sorted((runs_dir / folder).glob(f"*/seed*/{filename}")):
+            if _SEED_DIR.match(path.parts[-2]):
+                yield path
 
 
 def curves_beside(records: Iterable[EvalRecord]) -> list[TrainCurve]:
@@ -398,19 +426,20 @@ def records_from_runs(runs_dir: str | Path = "runs") -> list[EvalRecord]:
 
 def load_runs_dir(runs_dir: str | Path = "runs") -> ReportInputs:
     """Every metrics.json and train_log.csv under runs/<variant>/seed<seed>/<setting>/, and the
-    cross-dataset metrics.json under runs/cross/<target>/seed<seed>/."""
+    target metrics.json under runs/cross/<target>/seed<seed>/ and runs/open_vocab/<target>/seed<seed>/."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise ReportError(
             f"{runs_dir}: no runs directory; run the pipeline first (dvc repro) or build from MLflow "
             "with --from-mlflow"
         )
-    clash = sorted((runs_dir / CROSS_DIR).glob("seed*/*/metrics.json"))
-    if clash:  # runs/cross/seed<s>/<setting>/: a variant named "cross" would be read as a cross target
-        raise ReportError(f"{clash[0]}: an ablation variant named {CROSS_DIR!r} collides with runs/{CROSS_DIR}/ (the "
-                          "cross-dataset evaluations); rename the variant in params.yaml and re-run it")
+    for folder in TARGET_DIRS:
+        clash = sorted((runs_dir / folder).glob("seed*/*/metrics.json"))
+        if clash:  # runs/cross/seed<s>/<setting>/: a variant named "cross" would be read as a cross target
+            raise ReportError(f"{clash[0]}: an ablation variant named {folder!r} collides with runs/{folder}/ (the "
+                              "target evaluations); rename the variant in params.yaml and re-run it")
     records = [read_metrics_json(p) for p, *_ in _run_dirs(runs_dir, "metrics.json")]
-    records += [read_metrics_json(p) for p in _cross_dirs(runs_dir, "metrics.json")]
+    records += [read_metrics_json(p) for p in _target_dirs(runs_dir, "metrics.json")]
     curves = [
         TrainCurve(variant, seed, setting, read_train_log(p), origin=str(p),
                    start_time=p.stat().st_mtime * 1000.0)
@@ -557,10 +586,11 @@ def load_mlflow(
                     notes.append(f"{where}: its metrics.json artifact is not valid JSON ({err}); tags used instead")
                 if not isinstance(artifact, dict):
                     artifact = {}
-        cross_target = artifact.get("cross_target") or tags.get("ldvc.cross_target") or None
+        cross_target = (artifact.get("cross_target") or next((tags[t] for t in TARGET_TAGS if tags.get(t)), None)
+                        or None)
         if overlay_dir is None and runs_dir is not None and exp_name is None:
-            disk = (Path(runs_dir) / CROSS_DIR / str(cross_target) / f"seed{seed}" / "overlays" if setting == "cross"
-                    else Path(runs_dir) / variant / f"seed{seed}" / setting / "overlays")
+            disk = (Path(runs_dir) / setting / str(cross_target) / f"seed{seed}" / "overlays"
+                    if setting in TARGET_SETTINGS else Path(runs_dir) / variant / f"seed{seed}" / setting / "overlays")
             overlay_dir = disk if disk.is_dir() else None
         params = dict(run.data.params)
         for key, value in _record_metrics(artifact, f"{where} metrics.json artifact").items():
@@ -588,16 +618,19 @@ def _mlflow_fields(tags: dict[str, str], params: dict[str, str], setting: str,
         "device": tags.get("ldvc.device"),
         "vocabulary": params.get("eval.vocabulary"),
     }
-    if setting == "cross":
+    if setting in TARGET_SETTINGS:
         out["cross_target"] = cross_target
         out["source_dataset"] = tags.get("ldvc.dataset")
-        out["vocabulary"] = "all"  # evaluate_cross always evaluates every target class
+        out["vocabulary"] = "all"  # a target is always evaluated with every target class
     return out
 
 
 def _mlflow_dataset(tags: dict[str, str], params: dict[str, str], setting: str, cross_target: str | None) -> str:
     """The dataset label of an MLflow run without a metrics.json artifact (ldvc.pipeline.dataset_label):
-    the ldvc.dataset tag, or for a cross run its target's data overlay (cross_dataset.<target>.*)."""
+    the ldvc.dataset tag, or for a target run its ldvc.target_dataset tag, else (older cross runs) its
+    target's data overlay (cross_dataset.<target>.*)."""
+    if setting in TARGET_SETTINGS and tags.get("ldvc.target_dataset"):
+        return tags["ldvc.target_dataset"]
     if setting == "cross" and cross_target:
         prefix = f"cross_dataset.{cross_target}."
         dataset = params.get(prefix + "dataset") or params.get("data.dataset") or tags.get("ldvc.dataset", "unknown")
@@ -609,7 +642,7 @@ def _mlflow_dataset(tags: dict[str, str], params: dict[str, str], setting: str, 
 
 
 def _latest(records: list[EvalRecord], notes: list[str]) -> list[EvalRecord]:
-    """Keep the newest record per (experiment, variant, seed, setting, dataset, cross target)."""
+    """Keep the newest record per (experiment, variant, seed, setting, dataset, target)."""
     best: dict[tuple[Any, ...], EvalRecord] = {}
     for r in sorted(records, key=lambda r: r.start_time):
         key = (r.exp_name, r.variant, r.seed, r.setting, r.dataset, r.cross_target)

@@ -80,8 +80,14 @@ DATASET_TITLES: dict[str, str] = {
     "voc": "PASCAL VOC 2012",
     "coco_stuff": "COCO-Stuff 164k",
     "context59": "PASCAL Context-59",
+    "voc21": "PASCAL VOC 2012 with background",
+    "context60": "PASCAL Context-60",
+    "context459": "PASCAL Context-459",
+    "ade20k_150": "ADE20K-150",
+    "ade20k_847": "ADE20K-847",
     "synthetic": "Synthetic (ours)",
     "synthetic_shifted": "Synthetic, shifted world (ours)",
+    "synthetic_wide": "Synthetic, wide world (ours)",
     "coco_json": "COCO-JSON (user data)",
 }
 REFERENCE_DATASETS: tuple[str, ...] = ("voc", "coco_stuff", "context59")
@@ -254,4 +260,87 @@ COST_REFERENCE_NOTE = (
     "its GFLOPs come from its get_flops.py, which uses fvcore's FlopCountAnalysis (ONE multiply-add = one "
     "FLOP) on one 512x512 image through the image encoder and the decode head (class text embeddings "
     "precomputed, no text encoder)"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Open-vocabulary transfer (open_vocab table): trained on COCO-Stuff, evaluated on other datasets'
+# full vocabularies. Only rows whose numbers were found in a citable source with a ViT-B/16 CLIP.
+# --------------------------------------------------------------------------------------------
+
+# Target columns: dataset label (ldvc.pipeline.dataset_label of the target) -> the name the
+# open-vocabulary papers print (SAN: ADE-847 / PC-459 / ADE-150 / PC-59 / VOC; CAT-Seg: A-847,
+# PC-459, A-150, PC-59, PAS-20, PAS-20b; FC-CLIP: A-847, PC-459, A-150, PC-59, PAS-21, PAS-20), in
+# CAT-Seg's order: the largest vocabulary first.
+OPEN_VOCAB_TARGETS: dict[str, str] = {
+    "ade20k_847": "A-847",
+    "context459": "PC-459",
+    "ade20k_150": "A-150",
+    "context59": "PC-59",
+    "voc": "PAS-20",
+    "voc21": "PAS-21",
+}
+OPEN_VOCAB_METRIC: tuple[str, str] = ("mIoU", "mIoU")
+
+CAT_SEG_README = "cvlab-kaist/CAT-Seg README.md (commit 6d3a188, 2024-04-11)"
+DEOP_README = "CongHan0808/DeOP README.md (commit 614454c, 2024-02-16)"
+
+
+@dataclass(frozen=True)
+class OpenVocabReference:
+    """A method's published open-vocabulary mIoU per target (dataset label -> RefValue) and the
+    protocol facts a reader needs to compare it (from its configs and code, cited in `note`)."""
+
+    method: str
+    values: dict[str, RefValue]
+    training: str  # training set and its classes
+    clip: str  # CLIP (and any other backbone)
+    resolution: str  # training crop / test size
+    clip_finetuned: str  # whether the CLIP weights were trained
+    note: str
+
+
+OPEN_VOCAB_REFERENCES: tuple[OpenVocabReference, ...] = (
+    OpenVocabReference(
+        "DeOP",
+        {"ade20k_847": RefValue(7.1, "README"), "context459": RefValue(9.4, "README"),
+         "ade20k_150": RefValue(22.9, "README"), "context59": RefValue(48.8, "README"),
+         "voc": RefValue(91.7, "README")},
+        training="COCO-Stuff-156 (the 156 seen classes, not all 171)",
+        clip="ViT-B/16 (+ ResNet-101c mask branch)",
+        resolution="640x640 training crops",
+        clip_finetuned="no (frozen; prompt tokens trained)",
+        note=f"{DEOP_README} line 33, the image resources/results-crossdataset.jpg (cross-dataset table, row "
+             "'DeOP (ours)', columns VOC-20, PC-59, A-150, PC-459, A-847; backbone R101c, training set "
+             "COCO-Stuff-156); CLIP ViT-B/16: configs/pcontext-59/cross_dataset_test_only.yaml line 16; frozen "
+             "except its learned positions / deep prompt embeddings: mask_former/modeling/clip_adapter/utils.py "
+             "lines 186-191; 640x640 crops: configs/coco-stuff-164k-171/Base-COCOStuff164K-171.yaml line 44, "
+             "which its COCO-Stuff-156 configs inherit. Trained without the 15 unseen classes of the ZS3 split",
+    ),
+    OpenVocabReference(
+        "CAT-Seg (B)",
+        {"ade20k_847": RefValue(12.0, "README"), "context459": RefValue(19.0, "README"),
+         "ade20k_150": RefValue(31.8, "README"), "context59": RefValue(57.5, "README"),
+         "voc": RefValue(94.6, "README"), "voc21": RefValue(77.3, "README")},
+        training="COCO-Stuff (171 classes)",
+        clip="ViT-B/16",
+        resolution="384x384 training crops",
+        clip_finetuned="yes (attention query/value projections)",
+        note=f"{CAT_SEG_README} lines 90-97 (row 'CAT-Seg (B)', CLIP ViT-B/16); 384x384 crops, 80k iterations, "
+             "batch 4, CLIP_FINETUNE 'attention': configs/vitb_384.yaml lines 30, 39, 44, 47; the fine-tuned "
+             "weights are the q_proj / v_proj of CLIP's attention layers: cat_seg/cat_seg_model.py lines 62-67. "
+             "Its PAS-20b (our PAS-21 column) scores the background as a 21st class, as PAS-21 does, but prompts "
+             "it with 39 PASCAL-Context class names (datasets/voc20b.json) instead of the word 'background'",
+    ),
+)
+
+OPEN_VOCAB_REFERENCE_NOTE = (
+    "No row for SAN, FC-CLIP, zsseg or ZegFormer: SAN's README (MendelXu/SAN, commit e19262d) prints no numbers "
+    "and its paper's table (arXiv 2302.12242) could not be read from this project's sources (its repository's "
+    "training log resources/san_vit_b_16.log holds evaluations made during training, not the published table, so "
+    "it is not used); FC-CLIP (bytedance/fc-clip README, commit 2b0bbe2, lines 36-171) publishes ResNet and "
+    "ConvNeXt-Large CLIP backbones only, no ViT-B/16; the zsseg (MendelXu/zsseg.baseline, commit d77c3af) and "
+    "ZegFormer (dingjiansw101/ZegFormer, commit 8cb9e8f) READMEs print no numbers and their papers' tables could "
+    "not be read here. DeOP's README also prints a 'SimBase' (zsseg) row; it is not zsseg's own publication and "
+    "is not used. Numbers are never filled in from memory."
 )

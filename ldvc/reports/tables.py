@@ -71,8 +71,10 @@ DECODER_METHODS: dict[str, str] = {"zegclip": "ZegCLIP", "lctd": "LDVC"}
 DEFAULT_VARIANT = "ldvc"
 ABLATION_SETTINGS: tuple[str, ...] = ("inductive", "fully_supervised")
 DATASET_SHORT: dict[str, str] = {"voc": "VOC", "coco_stuff": "COCO-Stuff", "context59": "Context-59",
+                                 "voc21": "VOC-21", "context60": "Context-60", "context459": "Context-459",
+                                 "ade20k_150": "ADE20K-150", "ade20k_847": "ADE20K-847",
                                  "synthetic": "Synthetic", "synthetic_shifted": "Synthetic-shifted",
-                                 "coco_json": "COCO-JSON"}
+                                 "synthetic_wide": "Synthetic-wide", "coco_json": "COCO-JSON"}
 SYNTHETIC_NOTE = (
     "Synthetic columns are measured on this pipeline's synthetic world with a small CLIP trained by "
     "the pipeline (their own protocol, presets/synthetic.yaml): they are NOT comparable with the published "
