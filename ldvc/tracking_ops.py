@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ldvc.config import flatten
 from ldvc.environment import versions
-from ldvc.tracking_parent import PARENT_TAG, attach, extend_end_time, find_or_create
+from ldvc.tracking_parent import PARENT_TAG, attach, extend_end_time, find_or_create, tolerate_conflict
 from ldvc.tracking_store import Store, StoreError, check_artifact_location, new_experiment_location, redact
 
 if TYPE_CHECKING:
@@ -277,10 +277,12 @@ class Applier:
         parent = find_or_create(client, exp_id, pid, create)
         client.update_run(parent, status="RUNNING")
         child = op["child"]
-        run = client.create_run(exp_id, start_time=child["start_time"], tags={**child["tags"], PARENT_TAG: parent},
-                                run_name=child["name"])
-        run_id = run.info.run_id
-        self.ids[op["ref"]] = run_id
+        run_id = self.ids.get(op["ref"])
+        if run_id is None:  # (a replay of an `open` that failed after creating the run reuses that run)
+            run = client.create_run(exp_id, start_time=child["start_time"],
+                                    tags={**child["tags"], PARENT_TAG: parent}, run_name=child["name"])
+            run_id = run.info.run_id
+            self.ids[op["ref"]] = run_id
         parent = attach(client, exp_id, pid, run_id, parent)  # point 2 of tracking_parent's rule
         self.parents[op["ref"]] = parent
         self._log_params(run_id, child["params"])
@@ -293,8 +295,8 @@ class Applier:
         current = client.get_run(run_id).data.tags.get(PARENT_TAG)
         parent = attach(client, exp_id, op["pid"], run_id, current, adopt=True)  # point 3
         datasets = [_dataset_input(d) for d in op.get("parent_datasets", [])]
-        if datasets:
-            client.log_inputs(parent, datasets=datasets)
+        if datasets:  # stages ending at once log the same dataset to the parent: tolerate the collision
+            tolerate_conflict(client.log_inputs, parent, datasets=datasets)
         extend_end_time(client, parent, int(op["end_time"]), op["status"])
         self.parents[op["run"]] = parent
         return parent
@@ -346,8 +348,12 @@ class Applier:
 
         client, run_id = self.client, self.run_id(op["run"])
         exp_id = self.experiment_id(op["experiment"])
-        model = client.create_logged_model(exp_id, name=op["name"], source_run_id=run_id, tags=op["tags"],
-                                           params=op["params"] or None, model_type=CHECKPOINT_MODEL_TYPE)
+        if op["ref"] in self.ids:  # a replay of an upload that was cut: finish that model, not a second one
+            model = client.get_logged_model(self.ids[op["ref"]])
+        else:
+            model = client.create_logged_model(exp_id, name=op["name"], source_run_id=run_id, tags=op["tags"],
+                                               params=op["params"] or None, model_type=CHECKPOINT_MODEL_TYPE)
+            self.ids[op["ref"]] = model.model_id
         try:
             client.log_model_artifact(model.model_id, op["path"])
             with tempfile.TemporaryDirectory() as tmp:
@@ -355,15 +361,12 @@ class Applier:
                 _write_mlmodel(mlmodel, model, run_id, op["file_name"], op["sha256"])
                 client.log_model_artifact(model.model_id, str(mlmodel))
             client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=int(op["step"]))])
-        except BaseException:
-            try:
+        except BaseException as err:
+            if not is_transport_failure(err):  # a cut upload stays PENDING: the replay finishes it
                 client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
-            except Exception:  # noqa: BLE001 - the store is gone too; the original error matters
-                pass
             raise
         client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
         client.set_tag(run_id, MODEL_ID_TAG, model.model_id)
-        self.ids[op["ref"]] = model.model_id
         return model.model_id
 
     # -- parent --------------------------------------------------------------------------------

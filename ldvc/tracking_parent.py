@@ -55,6 +55,8 @@ MLflow's fresh-store migrations (ldvc/tracking_store.py).
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +68,25 @@ PIPELINE_ID_TAG = "ldvc.pipeline_id"
 DUPLICATE_TAG = "ldvc.duplicate_of"
 PARENT_TAG = "mlflow.parentRunId"
 _PAGE = 1000
+
+
+def tolerate_conflict(call: Callable[..., Any], *args: Any, tries: int = 3, **kwargs: Any) -> bool:
+    """Run a write that another writer may be making at the same moment (the same tag or dataset on
+    the same run). MLflow writes a new tag or input as check-then-insert, so two concurrent writers
+    can collide on the database's unique key (seen with PostgreSQL: HTTP 400 "duplicate key value
+    violates unique constraint"). Retried; if it still collides, the other writer's row is there,
+    which is what we wanted: returns False. Server unreachable (HTTP 5xx) is raised as usual."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(tries):
+        try:
+            call(*args, **kwargs)
+            return True
+        except MlflowException as err:
+            if err.get_http_status_code() >= 500:
+                raise
+            time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
+    return False
 
 
 def _escape(value: str) -> str:
@@ -106,7 +127,7 @@ def _move_children(client: MlflowClient, exp_id: str, from_id: str, to_id: str) 
     moved = 0
     for child in children(client, exp_id, from_id):
         if child.info.run_id != to_id:
-            client.set_tag(child.info.run_id, PARENT_TAG, to_id)
+            tolerate_conflict(client.set_tag, child.info.run_id, PARENT_TAG, to_id)
             moved += 1
     return moved
 
@@ -117,17 +138,20 @@ def merge_duplicate(client: MlflowClient, exp_id: str, dup: Any, canonical: str)
     from mlflow.exceptions import MlflowException
 
     dup_id = dup.info.run_id
-    client.set_tag(dup_id, DUPLICATE_TAG, canonical)  # first: a writer that dies here leaves it adoptable
+    # several writers may merge the same duplicate at once: every write here tolerates the others'.
+    # The tag goes first: a writer dying after it leaves the duplicate adoptable.
+    tolerate_conflict(client.set_tag, dup_id, DUPLICATE_TAG, canonical)
     datasets = list(dup.inputs.dataset_inputs) if dup.inputs is not None else []
     if datasets:
-        client.log_inputs(canonical, datasets=datasets)
+        tolerate_conflict(client.log_inputs, canonical, datasets=datasets)
     metrics = dup.data.metrics
     if metrics:
         target = client.get_run(canonical).data.metrics
         missing = {k: v for k, v in metrics.items() if k not in target}  # the canonical's own values win
         if missing:
-            client.log_batch(canonical, metrics=[Metric(k, float(v), dup.info.end_time or dup.info.start_time or 0, 0)
-                                                 for k, v in sorted(missing.items())])
+            ts = dup.info.end_time or dup.info.start_time or 0
+            tolerate_conflict(client.log_batch, canonical,
+                              metrics=[Metric(k, float(v), ts, 0) for k, v in sorted(missing.items())])
     _move_children(client, exp_id, dup_id, canonical)
     if dup.info.end_time:
         extend_end_time(client, canonical, int(dup.info.end_time), None)
@@ -182,7 +206,7 @@ def attach(client: MlflowClient, exp_id: str, pid: str, run_id: str, current: st
             raise RuntimeError(f"no parent run of pipeline {pid} exists any more; re-run the stage")
         return current
     if canonical != current or client.get_run(run_id).data.tags.get(PARENT_TAG) != canonical:
-        client.set_tag(run_id, PARENT_TAG, canonical)
+        tolerate_conflict(client.set_tag, run_id, PARENT_TAG, canonical)
     return canonical
 
 
@@ -207,5 +231,5 @@ def canonical_of(runs: Iterable[Any]) -> str | None:
 
 __all__ = [
     "DUPLICATE_TAG", "PARENT_TAG", "PIPELINE_ID_TAG", "ROLE_TAG", "adopt_orphans", "attach", "candidates",
-    "canonical_of", "extend_end_time", "find_or_create", "merge_duplicate", "resolve",
+    "canonical_of", "extend_end_time", "find_or_create", "merge_duplicate", "resolve", "tolerate_conflict",
 ]

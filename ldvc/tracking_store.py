@@ -98,6 +98,8 @@ def default_uri(root: Path | None = None) -> str:
 
 def store_kind(uri: str) -> str:
     scheme = urllib.parse.urlparse(uri).scheme.lower().split("+")[0]  # postgresql+psycopg2 -> postgresql
+    if uri == "databricks" or uri.startswith("databricks-uc"):  # MLflow's scheme-less spellings
+        return "hosted"
     if scheme == "sqlite":
         return "sqlite"
     if scheme in ("http", "https"):
