@@ -17,6 +17,9 @@ Our choices:
   foreign checkpoint is judged by how that checkpoint was trained.
 - The synthetic default is its own protocol (presets/synthetic.yaml), including the synthetic
   world and the small CLIP's pre-training.
+- What a CONFORMANT run still does differently from the upstream code a preset reproduces is listed
+  once per preset in docs/deviations.md (section `## <preset>`); `deviations_link` gives the anchor
+  the tables' footnotes and the README point to.
 This module imports only ldvc.config (no model/data code), so reports can use it anywhere.
 """
 
@@ -46,6 +49,14 @@ EVALUATION_KEYS: tuple[str, ...] = ("eval.mode", "eval.window", "eval.stride", "
 SYNTHETIC_KEYS: tuple[str, ...] = ("data.synthetic.train_images", "data.synthetic.val_images",
                                    "data.synthetic.min_objects", "data.synthetic.max_objects",
                                    "data.synthetic.seed", "data.synthetic.world", "clip.pretrain.*")
+
+
+DEVIATIONS_DOC = "docs/deviations.md"
+
+
+def deviations_link(protocol: str) -> str:
+    """Where a preset's remaining differences from its upstream code are listed (one section each)."""
+    return f"{DEVIATIONS_DOC}#{protocol}"
 
 
 def protocol_keys(protocol_values: dict[str, Any]) -> list[str]:

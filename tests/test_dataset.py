@@ -80,7 +80,9 @@ def test_crop_respects_cat_max_ratio_when_possible():
 
 def test_eval_resize_keeps_ratio_and_labels_original_size(root):
     assert eval_size(100, 200, 32) == (32, 64)
-    assert eval_size(10, 1000, 32) == (1, 128)  # long side capped at 4 x image_size
+    # No long-side cap: mmseg 0.24.0 Resize(keep_ratio=True, min_size=512) (ZegCLIP's test pipeline) rescales
+    # to short side 512 whatever the long side (transforms.py lines 249-262); the old 4x cap gave (1, 128).
+    assert eval_size(10, 1000, 32) == (32, 3200)
     folder = SegmentationFolder(root, "val")
     item = EvalSet(folder, 16)[0]
     assert item["image"].shape == (3, 16, 16) and item["label"].shape == (32, 32)

@@ -8,7 +8,10 @@ ldvc/data/photometric.py reproduces it: hue +-36 degrees in whole OpenCV steps, 
 HSV, 8-bit values after every step), then padding to the crop size: label 255, image marked in
 `Sample.pad` and set to 0 AFTER normalisation (ldvc/data/normalize.py), as ZegCLIP's Normalize ->
 Pad(pad_val=0) order makes the padding the mean colour.
-Eval: keep-ratio resize so that the short side is image_size (long side at most 4x).
+Eval: keep-ratio resize so that the short side is image_size, whatever the long side: ZegCLIP's test
+pipeline is Resize(img_scale=(2048, 512), keep_ratio=True, min_size=512) (configs/_base_/datasets/
+voc12_20_512x512.py line 27), and mmseg 0.24.0's Resize._resize_img with min_size (transforms.py lines
+249-262) replaces the scale by (512 * h / w, 512) before mmcv.imrescale, so the 2048 cap never applies.
 
 Every random draw comes from an explicit `torch.Generator`, so an augmented sample is a pure
 function of the seed the caller derives (dataset.py: from (seed, sample position)); this is what
@@ -24,6 +27,7 @@ MAX_SAFE_HUE_SHIFT_DEG). The paper presets use it as ZegCLIP does.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -73,7 +77,8 @@ def keep_ratio_size(h: int, w: int, short: float, long: float) -> tuple[int, int
 
 
 def eval_size(h: int, w: int, image_size: int) -> tuple[int, int]:
-    return keep_ratio_size(h, w, image_size, BASE_LONG_FACTOR * image_size)
+    """Short side image_size, long side in proportion (mmseg's Resize with min_size; no long-side cap)."""
+    return keep_ratio_size(h, w, image_size, math.inf)
 
 
 def random_crop_box(label: torch.Tensor, crop: int, g: torch.Generator) -> tuple[int, int, int, int]:
