@@ -3,6 +3,8 @@
 Without it, sources were fetched one after the other: a 404 on the second source appeared only
 after the first had been downloaded and extracted (2 GB for VOC), and a full disk only half-way
 through. `preflight` is called at the start of the archive path of ldvc.data.prepare and:
+- first, for a source only the user can supply (no public URL: the full ADE20K release), requires
+  an archive to be configured (`sources.require_configured`: where to get it, which key to set);
 - classifies each source: a local archive (must exist; no network), cached and verified (its
   `<file>.verified.json` matches: no network), cached but unrecorded (hashed later by the
   download; no network), or to download (a `.part` counts as already fetched);

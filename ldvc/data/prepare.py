@@ -27,7 +27,7 @@ from ldvc.data.archive import CorruptArchiveError, extract_archive
 from ldvc.data.download import discard_cached, fetch_with_digests, is_cached_file
 from ldvc.data.inputs import resolved_inputs
 from ldvc.data.preflight import preflight
-from ldvc.data.sources import DATASET_SOURCES, Source, require_configured, resolve_sources
+from ldvc.data.sources import DATASET_SOURCES, Source, resolve_sources
 
 if TYPE_CHECKING:
     from ldvc.config import DataConfig
@@ -110,10 +110,9 @@ def _obtain(data_cfg: DataConfig, repo_root: Path, progress: bool) -> tuple[dict
         return {n: base for n in names}, {"extracted_dir": str(base)}
     # Resolve every override first: a typo fails before gigabytes are downloaded.
     sources: dict[str, Source] = resolve_sources(data_cfg.sources)
-    for name in names:  # an archive only the user can supply (full ADE20K) and was not given
-        require_configured(sources[name], data_cfg.dataset)
     cache = (repo_root / data_cfg.cache_dir).resolve()
-    # Every source reachable, sized and fitting on the disk before the first byte is downloaded.
+    # Every source reachable, sized and fitting on the disk before the first byte is downloaded (and an
+    # archive only the user can supply, the full ADE20K, configured: `require_configured`).
     preflight(data_cfg, repo_root)
     bases, record = {}, {}
     for name in names:
