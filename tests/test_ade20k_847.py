@@ -127,6 +127,22 @@ def test_resampling_matches_opencv():
         "f1dd3a4ffd6680968e428006c9c1bdd9e7cc5558ff6e61b214a226a8861e73b8")
 
 
+def test_resampling_equals_cv2_resize_on_many_sizes():
+    """The same comparison live against the installed OpenCV (a dev dependency, pyproject.toml) for the
+    sizes the reference's rule produces, 1 and 3 channels, including the 513 px edge and a 4:1 aspect."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    for h, w, c in [(513, 513, 3), (600, 1400, 3), (1300, 777, 1), (2049, 515, 3), (520, 2080, 3)]:
+        img = rng.integers(0, 256, size=(h, w, c), dtype=np.uint8)
+        lab = rng.integers(0, 6656, size=(h, w)).astype(np.int32)
+        nh, nw = target_size(h, w)
+        ref = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR).reshape(nh, nw, c)
+        np.testing.assert_array_equal(resize_linear(img, nh, nw), ref, err_msg=f"{h}x{w}x{c}")
+        ref_lab = cv2.resize(lab, (nw, nh), interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(lab[nearest_index(h, nh)][:, nearest_index(w, nw)], ref_lab)
+
+
 # --------------------------------------------------------------------------------------------
 # No local copy configured
 # --------------------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ Deviations, each our choice:
   (`resize_linear`: half-pixel centres, clamped edges, 11-bit fixed-point weights and OpenCV's
   vectorised vertical rounding) are re-implemented. Measured against opencv-python-headless 5.1.0 on
   this machine (downscales of 13 image sizes from 513x513 to 4000x3000, 1 and 3 channels, random
-  content): both identical to cv2.resize, pixel for pixel. OpenCV does not promise INTER_LINEAR to be
+  content): both identical to cv2.resize, pixel for pixel; tests/test_ade20k_847.py compares them
+  with the installed OpenCV (a dev dependency) on every run. OpenCV does not promise INTER_LINEAR to be
   bit-exact across versions and CPUs (that is INTER_LINEAR_EXACT), so neither can we.
 - A non-RGB image (grayscale, CMYK) is converted to RGB before the resize; the reference resizes and
   saves it in its own mode (a grayscale JPEG; CMYK would fail to save as JPEG there).
