@@ -6,7 +6,7 @@ annotations/{training,validation}/<same stem>.png, 8-bit maps of 0 (unlabelled, 
 150 classes 1..150 in objectInfo150 order; 20,210 training and 2,000 validation images.
 
 Mapping (label 0 ignored, classes shifted down by one): value k (1..150) -> train id k - 1, 0 -> 255.
-That is mmseg's ADE20KDataset with `reduce_zero_label=True` (open-mmlab/mmsegmentation
+That is mmseg's ADE20KDataset with `reduce_zero_label=True` (open-mmlab/mmsegmentation at 088894bd,
 mmseg/datasets/ade.py; LoadAnnotations: 0 -> 255, k -> k - 1) and the detectron2 preparation script
 the open-vocabulary papers run (`img - 1` on the uint8 map, so 0 wraps to 255: KU-CVLAB/CAT-Seg
 datasets/prepare_ade20k_150.py line 15 at 6d3a188af95165147fe2f34a8237fa7d2633e784; MendelXu/SAN
