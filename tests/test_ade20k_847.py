@@ -170,8 +170,11 @@ def test_missing_local_source_says_where_to_get_it(tmp_path):
 
 def test_missing_local_archive_file_is_named(tmp_path):
     cfg = _cfg(tmp_path, sources={"ade20k_full": {"url": str(tmp_path / "nowhere" / "ADE20K_2021_17_01.zip")}})
-    with pytest.raises(Exception, match=r"nowhere/ADE20K_2021_17_01\.zip: archive for source 'ade20k_full' not found"):
+    from ldvc.data.preflight import PreflightError
+
+    with pytest.raises(PreflightError, match=r"nowhere/ADE20K_2021_17_01\.zip: archive for source") as err:
         prepare_dataset(cfg, tmp_path / "prepared", tmp_path, progress=False)
+    assert "https://ade20k.csail.mit.edu/" in str(err.value) and "data.extracted_dir" in str(err.value)
 
 
 # --------------------------------------------------------------------------------------------

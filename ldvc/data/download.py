@@ -50,7 +50,7 @@ from urllib.parse import unquote, urlparse
 
 from tqdm import tqdm
 
-from ldvc.data.sources import OFFICIAL_SOURCES, Source
+from ldvc.data.sources import OFFICIAL_SOURCES, Source, missing_archive_fix
 
 CHUNK = 1 << 20
 USER_AGENT = "ldvc-downloader/0.1 (+urllib)"
@@ -244,8 +244,7 @@ def fetch_with_digests(
     if local is not None:
         if not local.is_file():
             raise FileNotFoundError(
-                f"{local}: archive for source {source.name!r} not found; fix data.sources.{source.name}.url "
-                f"or remove the override to download {source.filename} from the official host"
+                f"{local}: archive for source {source.name!r} not found; {missing_archive_fix(source)}"
             )
         # A user's own archive is hashed in place (the digests cached in the cache folder, keyed by
         # path, size, mtime and inode); we write nothing next to it and never move it.

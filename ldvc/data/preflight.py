@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from ldvc.data.archive import MARKER
 from ldvc.data.download import LOCAL_DIGESTS, DownloadError, cached_copy, known_digests, local_path, probe
-from ldvc.data.sources import DATASET_SOURCES, Source, require_configured, resolve_sources
+from ldvc.data.sources import DATASET_SOURCES, Source, missing_archive_fix, require_configured, resolve_sources
 
 if TYPE_CHECKING:
     from ldvc.config import DataConfig
@@ -143,8 +143,7 @@ def _check_source(src: Source, cache: Path, timeout: float, retries: int) -> tup
     if local is not None:
         if not local.is_file():
             return {"state": "missing", "file": str(local)}, (
-                f"{local}: archive for source {src.name!r} not found; fix data.sources.{src.name}.url or remove the "
-                f"override to download {src.filename} from the official host"
+                f"{local}: archive for source {src.name!r} not found; {missing_archive_fix(src)}"
             )
         size = local.stat().st_size
         # Its digests, if already known (no hashing here), tell whether it is already extracted.

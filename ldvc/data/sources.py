@@ -43,6 +43,11 @@ class Source:
         """No public URL: the user must supply the archive (data.sources.<name>.url) or extracted data."""
         return not self.url
 
+    @property
+    def needs_local_copy_officially(self) -> bool:
+        """The official source has no public URL (even when an override now names the user's archive)."""
+        return bool(self.how_to_get)
+
 
 OFFICIAL_SOURCES: dict[str, Source] = {
     s.name: s
@@ -126,6 +131,14 @@ DATASET_SOURCES: dict[str, tuple[str, ...]] = {
     "ade20k_150": ("ade20k_challenge",),
     "ade20k_847": ("ade20k_full",),
 }
+
+
+def missing_archive_fix(src: Source) -> str:
+    """The fix to print when the local archive named for `src` does not exist."""
+    if src.needs_local_copy_officially:
+        return (f"fix data.sources.{src.name}.url ({src.filename} cannot be downloaded automatically: "
+                f"{src.how_to_get}), or set data.extracted_dir to the extracted data")
+    return f"fix data.sources.{src.name}.url or remove the override to download {src.filename} from the official host"
 
 
 class SourceNotConfiguredError(FileNotFoundError):
