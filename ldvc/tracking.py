@@ -56,6 +56,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -172,6 +173,15 @@ def dvc_lock_digest(path: str | Path, lock_file: Path = Path("dvc.lock")) -> str
 # ---------------------------------------------------------------------------------------------- stage run handle
 
 
+def failure_reason(err: BaseException) -> str:
+    """A short why for a failed call: the OS error inside MLflow's long message when there is one."""
+    text = str(err) or type(err).__name__
+    found = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
+    if found:
+        return found.group(0).strip()
+    return text.splitlines()[0][:200]
+
+
 def _system_tags() -> dict[str, str]:
     """What `mlflow.start_run` would add: user, source name and type."""
     try:
@@ -232,7 +242,7 @@ class StageRun:
 
     def _go_offline(self, err: BaseException) -> None:
         assert self.store is not None and self.applier is not None
-        first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        first = failure_reason(err)
         self.journal = Journal(self.root or repo_root(), self.store.uri, self.stage, first, self.applier.ids)
         print(f"[{self.stage}] WARNING: the MLflow server {redact(self.store.uri)} stopped answering ({first}); "
               f"the stage goes on and keeps what it would log in {self.journal.dir}", file=sys.stderr, flush=True)

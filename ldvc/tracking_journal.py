@@ -133,7 +133,7 @@ def describe(ops: list[Mapping[str, Any]]) -> list[str]:
     for op in ops:
         kind = op["op"]
         if kind == "metrics":
-            metric_keys.update(op["metrics"])
+            metric_keys.update(list(op["metrics"]))  # keys, one count per value
         elif kind == "open":
             lines.append(f"the run itself ({op['child']['name']}) and its parent link, params and tags")
         elif kind == "params":
