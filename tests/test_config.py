@@ -154,7 +154,7 @@ def test_switching_presets_is_reversible_and_keeps_comments(tmp_path):
     apply_preset("coco_stuff", params, REPO / "presets")
     assert len(load_config(params).prompt.templates) == 15
     cfg = load_config(params)
-    assert sorted(cfg.cross_dataset) == ["context59", "voc"] and cfg.project.protocol == "coco_stuff"
+    assert sorted(cfg.cross_dataset) == ["context60", "voc"] and cfg.project.protocol == "coco_stuff"
     apply_preset("synthetic", params, REPO / "presets")
     assert read_yaml(params.read_text()) == read_yaml(original)
 

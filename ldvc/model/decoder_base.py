@@ -27,12 +27,12 @@ LDVC's paper is silent on its decoder's initialisation; it uses the same scheme 
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import copy
-from collections.abc import Callable
 
 from ldvc.config import DecoderConfig
 from ldvc.model.relationship import RelationshipDescriptor
