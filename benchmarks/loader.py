@@ -16,7 +16,12 @@ What is measured, per (workers, pin_memory, persistent_workers):
   augmentation: random scale 0.5-2.0 of (4 x crop, crop), crop `--image-size`, flip, photometric)
   with the training loop's StepBatchSampler, `--batch` images per batch (the per-device batch);
 - `first_batch_s`: from creating the iterator to the first batch (worker start-up);
-- `images_per_s`: steady state, batches 2..n over the time after the first batch;
+- `images_per_s`: STEADY state. With w workers and prefetch factor p, w x p batches are produced in
+  parallel before the first one arrives; timing from the first batch would count that backlog as
+  throughput (with 16 workers: 32 batches handed over almost at once), inflating images/s and
+  advising too few workers. So the first `warmup_batches` = w x p + 2 batches (2 with no worker)
+  are consumed untimed, and then `measured_batches` (`--batches`, default max(16, 4 x w x p))
+  are timed: by then every batch handed over was produced after the timing began;
 - `epoch2_first_batch_s`: a second iterator over the same DataLoader: persistent workers skip
   the start-up here (the training loop iterates once, so this matters only for loaders that are
   re-iterated, e.g. per evaluation);
@@ -97,33 +102,42 @@ def make_loader(folder: SegmentationFolder, args: argparse.Namespace, workers: i
                       prefetch_factor=args.prefetch if workers > 0 else None)
 
 
-def _consume(batches: Iterator[dict[str, Any]], device: torch.device, n: int) -> tuple[float, float]:
-    """(seconds to the first batch, seconds for the remaining n - 1), batches moved to `device`."""
+def _consume(batches: Iterator[dict[str, Any]], device: torch.device, n: int) -> float:
+    """Seconds to take n batches and move them to `device` (as the training loop does)."""
     t0 = time.perf_counter()
-    first = time.perf_counter()
-    for i in range(n):
+    for _ in range(n):
         batch = next(batches)
         image = batch["image"].to(device, non_blocking=True)
         batch["label"].to(device, non_blocking=True)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         del image
-        if i == 0:
-            first = time.perf_counter()
-    return first - t0, time.perf_counter() - first
+    return time.perf_counter() - t0
+
+
+def warmup_batches(workers: int, prefetch: int) -> int:
+    """Batches consumed before timing: the backlog the workers fill before the first one arrives, + 2."""
+    return workers * prefetch + 2
+
+
+def measured_batches(args: argparse.Namespace, workers: int) -> int:
+    return args.batches if args.batches is not None else max(16, 4 * workers * args.prefetch)
 
 
 def measure(folder: SegmentationFolder, args: argparse.Namespace, workers: int, pin: bool, persistent: bool,
             device: torch.device) -> dict[str, Any]:
-    n = args.batches
-    loader = make_loader(folder, args, workers, pin, persistent, steps=2 * n)
+    warm = warmup_batches(workers, args.prefetch if workers > 0 else 0)
+    n = measured_batches(args, workers)
+    loader = make_loader(folder, args, workers, pin, persistent, steps=warm + n + 2)
     it = iter(loader)
-    first_s, rest_s = _consume(it, device, n)
+    first_s = _consume(it, device, 1)
+    _consume(it, device, warm - 1)  # the backlog: produced before (or while) the first batch arrived
+    rest_s = _consume(it, device, n)
     # epoch 2: a new iterator (persistent workers are reused, others restart); the sampler is long
     # enough, so the first iterator is simply dropped
     del it
     it2 = iter(loader)
-    epoch2_first, _ = _consume(it2, device, 1)
+    epoch2_first = _consume(it2, device, 1)
     del it2, loader
     return {
         "benchmark": "loader",
@@ -133,10 +147,12 @@ def measure(folder: SegmentationFolder, args: argparse.Namespace, workers: int, 
         "batch": args.batch,
         "image_size": args.image_size,
         "source_hw": list(args.hw),
-        "batches": n,
+        "warmup_batches": warm,
+        "measured_batches": n,
+        "prefetch_factor": args.prefetch if workers > 0 else None,
         "first_batch_s": first_s,
         "epoch2_first_batch_s": epoch2_first,
-        "images_per_s": (n - 1) * args.batch / rest_s if n > 1 and rest_s > 0 else None,
+        "images_per_s": n * args.batch / rest_s if rest_s > 0 else None,
         "device": str(device),
         "cpu_count": os.cpu_count(),
         **run_fields(device),
@@ -202,7 +218,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="source image size (default 375 500, VOC's typical)")
     p.add_argument("--image-size", type=int, default=512, help="training crop (default 512)")
     p.add_argument("--batch", type=int, default=16, help="images per batch (the per-device batch, default 16)")
-    p.add_argument("--batches", type=int, default=6, help="batches per measurement (default 6)")
+    p.add_argument("--batches", type=int,
+                   help="timed batches after the warm-up (default max(16, 4 x workers x prefetch))")
     p.add_argument("--prefetch", type=int, default=2, help="DataLoader prefetch_factor (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the main process (default 1)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (where batches are copied)")

@@ -229,10 +229,13 @@ def headline_section(records: list[dict]) -> list[str]:
         dec = _paper_decoder_ratio(records, r["device"])
         lines += [
             f"**{_f(r['step_lctd_over_zegclip'], 2)}x**: one full LDVC training step takes "
-            f"{_f(r['step_lctd_over_zegclip'], 2)} times as long as ZegCLIP's at paper size "
+            f"{_f(r['step_lctd_over_zegclip'], 2)} times as long as the ZegCLIP baseline's at paper size "
             f"({r['clip']}, {r['image_size']} px, {r.get('preset') or 'voc'} preset, batch {r['batch']}, "
-            f"{r['dtype']}, {r['device']}): forward + backward + AdamW of every part (image encoder with "
-            f"{r['visual_prompts']} visual prompt tokens, text encoder with prompts, decoder, loss); "
+            f"{r['dtype']}, {r['device']}): the training loop's own step (ldvc.train.loop.TrainStep, host syncs "
+            f"included), forward + backward + AdamW of every part (image encoder with "
+            f"{r['visual_prompts']} visual prompt tokens, LDVC's text encoder with prompts, decoder, loss; the "
+            f"ZegCLIP baseline as the tables' `zegclip` ablation builds it, ldvc/baseline.py: ZegCLIP's decoder and "
+            f"no text prompts, so no text encoder runs in its step); "
             f"{_f(r['ms_step_lctd'])} vs {_f(r['ms_step_zegclip'])} ms, "
             f"{_f(r['images_per_s_lctd'])} vs {_f(r['images_per_s_zegclip'])} images/s. "
             f"FLOPs per step: {_f(r['gflop_step_lctd'])} vs {_f(r['gflop_step_zegclip'])} GFLOP "
@@ -240,8 +243,8 @@ def headline_section(records: list[dict]) -> list[str]:
             f"{_pct(r['encoder_share_lctd'])} of LDVC's step and {_pct(r['encoder_share_zegclip'])} of ZegCLIP's.",
             "",
             f"Detail - decoder only (benchmarks/decoder_step.py, paper size): LCTD / ZegCLIP decoder = "
-            f"{_f(dec, 2) if dec is not None else 'not measured'}x. The decoder is the only part that differs; "
-            "the shared encoders dilute its ratio in the full step.",
+            f"{_f(dec, 2) if dec is not None else 'not measured'}x. The decoder and LDVC's text prompts are the "
+            "parts that differ; the shared image encoder dilutes the decoder's ratio in the full step.",
             "",
         ]
     if not rs:

@@ -11,9 +11,10 @@ paper setup (benchmarks/setups.py: the dataclass defaults + presets/voc.yaml: CL
 `auto` picks vitb16 on a GPU and small on the CPU. CLIP weights are random: speed does not depend
 on their values (and no hub is reachable here).
 What is timed, side by side in one round-robin (benchmarks/common.py):
-- train:  one optimizer step of the segmentor, as ldvc/train/loop.py does it: forward with the
-          seen classes' embeddings, sigmoid focal + dice loss at the input size, backward, AdamW;
-          images/s = train.batch_size / step time;
+- train:  one optimizer step, the training loop's own (ldvc.train.loop.TrainStep: host batch
+          copy, label table, forward with the seen classes, loss, its one host read, backward,
+          AdamW) for LDVC and the ZegCLIP baseline (ldvc/baseline.py); images/s = train.batch_size
+          / step time;
 - whole:  ldvc.eval.inference.whole_inference on `--eval-images` images of a VOC-like 3:4 shape
           with short side data.image_size (ZegCLIP's keep-ratio resize), all classes;
 - slide:  ldvc.eval.inference.slide_inference on the same images (eval.window / eval.stride);
@@ -49,7 +50,16 @@ from benchmarks.common import (
     setup_threads,
     time_side_by_side,
 )
-from benchmarks.setups import build_model, default_config, make_train_step, matmul_fn, paper_config, split_ids
+from benchmarks.setups import (
+    build_model,
+    default_config,
+    make_step_accelerator,
+    make_train_step,
+    matmul_fn,
+    paper_config,
+    split_ids,
+)
+from ldvc.baseline import method_config
 from ldvc.config import Config, config_from_dict, deep_merge
 from ldvc.eval.inference import slide_inference, whole_inference, window_starts
 from ldvc.model.flops import count_flops
@@ -67,13 +77,14 @@ def model_config(model: str, params: Path) -> Config:
 
 
 def build(cfg: Config, decoder: str, names: list[str], device: torch.device) -> nn.Module:
-    cfg = config_from_dict(deep_merge(cfg.to_dict(), {"decoder": {"type": decoder}}))
-    return build_model(cfg, names, device)
+    """LDVC ("lctd") or the ZegCLIP baseline ("zegclip", ldvc/baseline.py: no text prompts) of `cfg`."""
+    return build_model(method_config(cfg, decoder), names, device)
 
 
-def train_step_fn(model: nn.Module, cfg: Config, seen: list[int], device: torch.device) -> Callable[[], None]:
-    """One optimizer step on train.batch_size images (benchmarks/setups.py: make_train_step)."""
-    return make_train_step(model, cfg, seen, device, cfg.train.batch_size)
+def train_step_fn(model: nn.Module, cfg: Config, names: list[str], seen: list[int], device: torch.device,
+                  accelerator: Any) -> Callable[[], Any]:
+    """The training loop's own step on train.batch_size images (benchmarks/setups.py: make_train_step)."""
+    return make_train_step(model, cfg, names, seen, device, cfg.train.batch_size, accelerator)
 
 
 def eval_images(cfg: Config, n: int) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
@@ -137,9 +148,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     fns: dict[str, Callable[[], None]] = {}
     models: dict[str, nn.Module] = {}
+    accelerator = make_step_accelerator(cfg, cfg.train.batch_size)
     for dec in tqdm(args.decoders, desc="build models", leave=False, disable=args.no_progress):
         models[dec] = build(cfg, dec, names, device)
-        fns[f"train_{dec}"] = train_step_fn(models[dec], cfg, seen, device)
+        fns[f"train_{dec}"] = train_step_fn(models[dec], method_config(cfg, dec), names, seen, device, accelerator)
         for kind, fn in eval_fns(models[dec], cfg, n_eval).items():
             fns[f"{kind}_{dec}"] = fn
     encoder = models[args.decoders[0]].image_encoder

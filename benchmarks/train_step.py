@@ -6,9 +6,11 @@ encoder with visual prompts, text encoder with text prompts, decoder, loss), sid
 
 This is the ratio a user pays for LDVC over ZegCLIP; benchmarks/decoder_step.py isolates the decoder.
 One JSON object per size. Contenders, in one side-by-side round-robin (benchmarks/common.py):
-- step_lctd / step_zegclip: one optimizer step (benchmarks/setups.py: make_train_step) of the
-  segmentor with decoder.type lctd / zegclip on the same random-weight CLIP, seen classes only,
-  autocast as train.mixed_precision on CUDA (bf16 in the presets), float32 on the CPU;
+- step_lctd / step_zegclip: one optimizer step of LDVC and of the preset's ZegCLIP BASELINE
+  (ldvc/baseline.py: zegclip decoder, no text prompts, as the tables' `zegclip` ablation) on the
+  same random-weight CLIP, through the training loop's own step (ldvc.train.loop.TrainStep via
+  benchmarks/setups.py make_train_step: host batch copy, label table, loss, its one host read),
+  seen classes only, autocast as train.mixed_precision on CUDA, float32 on the CPU;
 - encoder: forward + backward of the prompted image encoder alone (identical in both models):
   `encoder_share_*` = its time / the step time.
 Sizes: paper = the dataclass defaults + presets/voc.yaml (`--preset`), batch = the per-device batch
@@ -16,9 +18,10 @@ of that preset's layout on one process on CUDA (ldvc/train/layout.py: 16), 1 on 
 default = params.yaml with its train.batch_size.
 FLOPs per step come from ldvc.model.flops.segmentor_flops (matrix products, convolutions and
 attention, forward + backward, counted on the meta device; element-wise work, the loss terms and
-AdamW are not counted), by part. Utilisation = counted FLOPs / step time / the reference rate: on
-CUDA with bf16 the H200's ~790 TFLOP/s (toolchain.md) and, in the same run, a measured square
-matmul of `--matmul-size` in the step's dtype; on the CPU the measured float32 matmul.
+AdamW are not counted), by part. Utilisation = counted FLOPs / step time / the peak of the device
+actually present in the step's dtype (benchmarks/devices.py: datasheet peaks of known GPUs; an
+unknown device has none and says so) and, in the same run, a measured square matmul of
+`--matmul-size` in the step's dtype (on the CPU only the measured matmul).
 Peak memory: benchmarks/common.py:peak_memory_mb of one steady-state step (after AdamW's state exists).
 """
 
@@ -44,13 +47,14 @@ from benchmarks.common import (
     setup_threads,
     time_side_by_side,
 )
+from benchmarks.devices import device_peak
 from benchmarks.setups import (
-    H200_BF16_TFLOPS,
     autocast_dtype,
     build_model,
     default_config,
     dtype_name,
     make_encoder_step,
+    make_step_accelerator,
     make_train_step,
     matmul_fn,
     paper_config,
@@ -90,12 +94,13 @@ def bench_size(size: str, args: argparse.Namespace, device: torch.device) -> dic
     fns: dict[str, Callable[[], Any]] = {}
     models = {}
     gflop: dict[str, dict[str, float]] = {}
+    accelerator = make_step_accelerator(cfg, batch)
     for dec in tqdm(DECODERS, desc=f"{size}: build + count", leave=False, disable=args.no_progress):
         models[dec] = build_model(cfgs[dec], names, device, seed=args.seed)
         parts = segmentor_flops(models[dec], cfg.data.image_size, batch=batch,
                                 class_ids=torch.tensor(seen, device=device), backward=True)
         gflop[dec] = {k: v / 1e9 for k, v in parts.items()}
-        fns[f"step_{dec}"] = make_train_step(models[dec], cfgs[dec], seen, device, batch)
+        fns[f"step_{dec}"] = make_train_step(models[dec], cfgs[dec], names, seen, device, batch, accelerator)
     fns["encoder"] = make_encoder_step(models["lctd"], cfg, device, batch)
     mm_dtype = amp or torch.float32
     mm_n = args.matmul_size or (8192 if device.type == "cuda" else 1024)
@@ -106,7 +111,8 @@ def bench_size(size: str, args: argparse.Namespace, device: torch.device) -> dic
         peaks[dec] = peak_memory_mb(fns[f"step_{dec}"], device)
     timings = time_side_by_side(fns, device, warmup=args.warmup, repeats=args.repeats, time_cap_s=args.time_cap)
     matmul_tflops = 2 * mm_n**3 / (timings["matmul"].median_ms / 1e3) / 1e12
-    reference = H200_BF16_TFLOPS if device.type == "cuda" and mm_dtype == torch.bfloat16 else None
+    peak = device_peak(device, mm_dtype)
+    reference = peak.tflops if peak is not None else None
     rec: dict[str, Any] = {
         "benchmark": "train_step",
         "size": size,
@@ -145,6 +151,7 @@ def bench_size(size: str, args: argparse.Namespace, device: torch.device) -> dic
         "matmul_dtype": dtype_name(mm_dtype),
         "matmul_tflops": matmul_tflops,
         "reference_tflops": reference,
+        "reference_device": peak.name if peak is not None else None,
         "rounds": timings["step_lctd"].rounds,
     })
     return rec

@@ -248,7 +248,9 @@ class TrainConfig:
     checkpoint_every: int = num(2000, **POSITIVE)
     log_every: int = num(50, **POSITIVE)
     resume: Literal["auto", "never"] = "auto"
-    num_workers: int = num(4, ge=0, le=256)
+    # DataLoader workers per process (training and evaluation); auto = the cores per process minus one
+    # (ldvc/train/layout.py loader_workers)
+    num_workers: int | Literal["auto"] = num("auto", ge=0, le=256, special=("auto",), meaning="auto = from the cores")
     deterministic: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -271,7 +273,12 @@ class EvalConfig:
     vocabulary: Literal["all", "unseen"] = "all"
     small_fragment_px: int = num(64, **NON_NEGATIVE)
     num_visualize: int = num(8, ge=0, le=1000)
-    batch_size: int = num(8, **POSITIVE)
+    batch_size: int = num(8, **POSITIVE)  # windows (slide) or images (whole) per forward, across images
+    # classes whose scores are averaged, resized and arg-maxed at a time (exact; bounds the memory of
+    # vocabularies of hundreds of classes; null = all at once), ldvc/eval/inference.py
+    class_chunk: int | None = num(64, **POSITIVE)
+    # no: float32 (ZegCLIP's), TF32 matrix products on a GPU; bf16: bf16 autocast on a GPU (ignored on a CPU)
+    mixed_precision: Literal["no", "bf16"] = "no"
     checkpoint: str | None = None
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch._dynamo as dynamo
 
-from ldvc.config import config_from_dict, deep_merge, load_config
+from ldvc.config import config_from_dict, load_config, variant_dict
 from ldvc.model.build import build_segmentor
 from ldvc.model.clip_loader import create_clip
 
@@ -16,8 +16,7 @@ from ldvc.model.clip_loader import create_clip
 @pytest.mark.parametrize("decoder,extra", [("lctd", {}), ("zegclip", {"prompt": {"text_depth": 0}})])
 def test_training_forward_has_no_graph_breaks(decoder, extra):
     cfg = load_config("params.yaml").to_dict()
-    cfg = config_from_dict(deep_merge(cfg, {"decoder": {"type": decoder}, "ablation": {}, "cross_dataset": {},
-                                            **extra}))
+    cfg = config_from_dict(variant_dict(cfg, {"decoder": {"type": decoder}, **extra}), variant=True)
     torch.manual_seed(0)
     model = build_segmentor(cfg, create_clip("ldvc-tiny-vit"), ["red", "blue", "striped red", "dotted teal"])
     model.train()

@@ -16,6 +16,13 @@ fragmentation sums and the image count are summed across processes, so N process
 same numbers as one. Overlays are drawn by whichever process holds the image.
 Our choice: the frozen CLIP given here must be the one the checkpoint was trained with (its
 sha256 is compared), since the learnable prompts and decoder are meaningless with another.
+On a GPU (ldvc/eval/inference.py): windows batched across images (eval.batch_size per forward, the
+last batch padded to that shape), scores averaged, resized and arg-maxed on the device
+`eval.class_chunk` classes at a time (bounded memory for hundreds of classes, exact), the eval
+loader pinned, TF32 allowed for float32 matrix products (recorded as `tf32` in metrics.json; the
+bf16 autocast of eval.mixed_precision: bf16 is recorded as `eval_precision`). The confusion matrix
+is accumulated on the device; predictions go to the host once per image for fragmentation and
+overlays.
 """
 
 from __future__ import annotations
@@ -37,13 +44,14 @@ from tqdm import tqdm
 from ldvc.config import Config, ConfigError, config_from_dict
 from ldvc.data.dataset import DatasetError, EvalSet, SegmentationFolder, collate_list, shard_indices
 from ldvc.eval.fragmentation import FragmentationMeter, summarize_fragmentation
-from ldvc.eval.inference import calibrated_labels, infer_scores
+from ldvc.eval.inference import infer_labels
 from ldvc.eval.metrics import ConfusionMatrix, summarize
 from ldvc.eval.visualize import confusion_figure, overlay_figure, to_uint8_image, visual_sample
 from ldvc.files import sha256_file
 from ldvc.model.build import build_model
 from ldvc.model.clip_loader import built_activation
 from ldvc.train import checkpoint as ckpt_io
+from ldvc.train.layout import loader_workers
 from ldvc.train.loop import make_accelerator
 
 SCALAR_KEYS = ("pAcc", "mIoU", "mIoU_seen", "mIoU_unseen", "hIoU")
@@ -158,12 +166,16 @@ def evaluate_checkpoint(cfg: Config, setting: str, split: dict, data_root: str |
     unseen_only = e.vocabulary == "unseen"
     candidates = torch.tensor(split["unseen"], dtype=torch.long) if unseen_only else None
     scored = list(split["unseen"]) if unseen_only else list(range(len(classes)))
+    device = accelerator.device
     label_map = torch.full((256,), IGNORE_INDEX, dtype=torch.long)  # unseen vocabulary: others not scored
     label_map[scored] = torch.tensor(scored, dtype=torch.long)
+    label_map = label_map.to(device)
+    candidates_dev = candidates.to(device) if candidates is not None else None
     calibrate = setting == "inductive" and not unseen_only
     shard = shard_indices(len(folder), rank, world)
     loader = DataLoader(EvalSet(folder, cfg.data.image_size, shard), batch_size=e.batch_size,
-                        collate_fn=collate_list, num_workers=cfg.train.num_workers)
+                        collate_fn=collate_list, num_workers=loader_workers(cfg.train.num_workers, world),
+                        pin_memory=device.type == "cuda")
     to_draw = set(visual_sample(folder.ids, e.num_visualize, cfg.project.seed))
     overlay_dir = out_dir / "overlays"
     if main:
@@ -172,19 +184,25 @@ def evaluate_checkpoint(cfg: Config, setting: str, split: dict, data_root: str |
         overlay_dir.mkdir()
     accelerator.wait_for_everyone()
 
-    confusion = ConfusionMatrix(len(classes))
+    confusion = ConfusionMatrix(len(classes), device=device)
+    amp = e.mixed_precision == "bf16" and device.type == "cuda"
+    tf32 = device.type == "cuda"
+    tf32_before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32 or tf32_before
     frag = FragmentationMeter(e.small_fragment_px)
     n_images = 0
     t_start = time.perf_counter()
     for batch in tqdm(loader, desc=f"eval {setting}", unit="batch", disable=not main):
         sizes = [tuple(b["label"].shape) for b in batch]
-        scores = infer_scores(model, [b["image"] for b in batch], sizes, e, cfg.data.image_size, candidates)
-        for b, sc in zip(batch, scores):
-            pred = calibrated_labels(sc, split["seen"], e.seen_bias, calibrate)  # (H, W) candidate index
-            if candidates is not None:
-                pred = candidates[pred]  # back to dataset class ids
-            label = label_map[b["label"].long()]
-            confusion.update(pred, label)
+        preds = infer_labels(model, [b["image"] for b in batch], sizes, e, cfg.data.image_size, candidates,
+                             seen=split["seen"], seen_bias=e.seen_bias, inductive=calibrate,
+                             class_chunk=e.class_chunk, amp=amp)  # (H, W) candidate index, on the device
+        for b, pred in zip(batch, preds):
+            if candidates_dev is not None:
+                pred = candidates_dev[pred]  # back to dataset class ids
+            label = label_map[b["label"].to(device, non_blocking=True).long()]
+            confusion.update(pred, label, check=False)  # both valid by construction: no value read
+            pred, label = pred.cpu(), label.cpu()
             frag.update(pred, label)
             n_images += 1
             if b["id"] in to_draw:
@@ -193,8 +211,7 @@ def evaluate_checkpoint(cfg: Config, setting: str, split: dict, data_root: str |
                                [("ground truth", label.numpy()), (f"prediction ({setting})", pred.numpy())],
                                classes, title=b["id"], unseen=split["unseen"])
     seconds = time.perf_counter() - t_start
-
-    device = accelerator.device
+    torch.backends.cuda.matmul.allow_tf32 = tf32_before
     matrix = accelerator.reduce(confusion.matrix.to(device), reduction="sum").cpu()
     frag_sums = accelerator.reduce(frag.totals().to(device), reduction="sum").cpu()
     n_total = int(accelerator.reduce(torch.tensor(n_images, device=device), reduction="sum"))
@@ -208,7 +225,8 @@ def evaluate_checkpoint(cfg: Config, setting: str, split: dict, data_root: str |
                     "checkpoint_step": int(ckpt["step"]), "eval_mode": e.mode, "num_processes": world,
                     "vocabulary": e.vocabulary, "calibrated": calibrate, "eval_seconds": slowest,
                     "images_per_s": n_total / slowest if slowest > 0 else float("nan"),
-                    "device": str(device)})
+                    "device": str(device), "eval_precision": "bf16" if amp else "fp32", "tf32": tf32,
+                    "class_chunk": e.class_chunk})
     if main:
         _atomic_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=True) + "\n")
         _write_per_class(out_dir / "per_class_iou.csv", summary, matrix, split)

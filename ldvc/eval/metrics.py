@@ -7,7 +7,10 @@ are not counted. Reported in percent: pAcc, mIoU (all classes), mIoU_seen, mIoU_
 hIoU = 2*S*U/(S+U) (ZegCLIP computed it by hand; we compute it here), per-class IoU.
 
 The confusion matrix is a plain (C, C) int64 tensor so that data-parallel evaluation can sum it
-across processes (`accelerator.reduce(..., "sum")`) before `summarize`.
+across processes (`accelerator.reduce(..., "sum")`) before `summarize`. It lives on the device it
+is given (the evaluation's: counting on a GPU needs no copy of the label maps to the host); its
+range checks read values, a host synchronisation, so callers whose labels are valid by
+construction skip them (`check=False`).
 """
 
 from __future__ import annotations
@@ -24,22 +27,30 @@ IGNORE_INDEX = 255
 class ConfusionMatrix:
     """Dataset-level confusion counts; rows = ground truth class, columns = predicted class."""
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX,
+                 device: torch.device | str = "cpu") -> None:
         if num_classes <= 0:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)  # (C_gt, C_pred)
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)  # (C_gt, C_pred)
 
-    def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
-        """pred, gt: (..., H, W) integer class indices of the same shape; gt may hold ignore_index."""
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, check: bool = True) -> None:
+        """pred, gt: (..., H, W) integer class indices of the same shape; gt may hold ignore_index.
+        `check=False`: the caller guarantees gt in 0..C-1 or ignore_index and pred in 0..C-1."""
         if pred.shape != gt.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} != ground truth {tuple(gt.shape)}")
-        gt = gt.reshape(-1).long().cpu()
-        pred = pred.reshape(-1).long().cpu()
+        device = self.matrix.device
+        gt = gt.reshape(-1).long().to(device)
+        pred = pred.reshape(-1).long().to(device)
+        c = self.num_classes
+        if not check:  # no boolean indexing either (its output size is a host read)
+            valid = gt != self.ignore_index
+            index = torch.where(valid, gt * c + pred, c * c)  # ignored pixels land in an extra bin
+            self.matrix += torch.bincount(index, minlength=c * c + 1)[: c * c].view(c, c)
+            return
         valid = gt != self.ignore_index
         gt, pred = gt[valid], pred[valid]
-        c = self.num_classes
         if gt.numel() and (int(gt.max()) >= c or int(gt.min()) < 0):
             raise ValueError(f"ground truth holds class {int(gt.max())} outside 0..{c - 1} (and not "
                              f"{self.ignore_index}); the labels do not match the class list")

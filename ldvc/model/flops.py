@@ -2,8 +2,9 @@
 
 Why not torch.utils.flop_counter.FlopCounterMode alone: it records 0 FLOPs for the CPU fused
 attention kernels and for nn.MultiheadAttention's inference fast path (toolchain.md, "Measured
-traps": 177.8 instead of 217.3 GFLOP for the ViT-B/16 image forward at 512 px; on torch 2.14.1
-even 0 for dense SDPA). `count_flops` therefore counts
+traps": 177.8 instead of 217.3 GFLOP for the prompted ViT-B/16 image encoder at 512 px, 10
+visual prompt tokens, every output token projected; the plain ViT-B/16 at 512 px is 214.1; on
+torch 2.14.1 even 0 for dense SDPA). `count_flops` therefore counts
 - under the MATH scaled-dot-product-attention backend (it decomposes into matrix products that
   the counter sees) with the MultiheadAttention fast path switched off, and
 - on the `meta` device by default: parameters, buffers and inputs are replaced by meta tensors of
@@ -27,7 +28,15 @@ load the class text embeddings from a file, so no text encoder runs). Checked ar
         VOC (C = 20): 1.84 G   -> 110.5 G in total, reported 110.4 (this count 0.1% above)
         COCO-Stuff (100 prompts: 1125 tokens, encoder 119.89 G; C = 171: 3.58 G) -> 123.5 G,
         reported 123.9 (this count 0.35% below; fvcore also counts norms and the upsampling).
-The same total in torch's convention is twice that (ViT-B/16 encoder alone: 217.3 GFLOP). So a
+    This analytic count leaves out ZegCLIP's shared prompt_proj (a 768 x 768 Linear on each layer's
+    prompt tokens: 12 x 10 x 768^2 = 0.07 G VOC, 0.71 G COCO-Stuff, `zegclip_prompt_proj_gmacs`);
+    the counted zegclip MODEL (segmentor_flops) includes it but builds only what the mask logits
+    use, so it lacks the last decoder layer's value projection, attention-weighted sum, output
+    projection and FFN, which ZegCLIP executes and discards (0.33 G VOC, `zegclip_unbuilt_last_layer_gmacs`).
+    The counted model's 110.2 (VOC) against the published 110.4 is these two omissions nearly
+    cancelling: ZegCLIP executes 110.5 + 0.07 = 110.6 GMACs in this count.
+The same total in torch's convention is twice that (the prompted encoder alone: 217.3 GFLOP with 10
+prompt tokens and every output token projected; a plain ViT-B/16 at 512 px: 214.1). So a
 ZegCLIP-comparable figure is `paper_gflops(count_flops(...))` = FLOPs / 2 / 1e9 of the inference
 forward without the text encoder; `segmentor_flops` returns the parts to build it.
 
@@ -55,7 +64,9 @@ __all__ = [
     "paper_gflops",
     "segmentor_flops",
     "vit_forward_flops",
+    "zegclip_prompt_proj_gmacs",
     "zegclip_reference_gmacs",
+    "zegclip_unbuilt_last_layer_gmacs",
 ]
 
 
@@ -187,7 +198,8 @@ def paper_gflops(flops: int | float) -> float:
 
 
 def segmentor_flops(model: nn.Module, image_size: int, batch: int = 1, class_ids: torch.Tensor | None = None,
-                    backward: bool = False, meta: bool = True) -> dict[str, int]:
+                    backward: bool = False, meta: bool = True,
+                    parts: Sequence[str] = ("image_encoder", "text_encoder", "decoder")) -> dict[str, int]:
     """FLOPs of one forward (backward=True: forward + backward) of a Segmentor, by part.
 
     Returns {"image_encoder", "text_encoder", "decoder", "total"} for `batch` images of
@@ -202,12 +214,27 @@ def segmentor_flops(model: nn.Module, image_size: int, batch: int = 1, class_ids
     of the logits: its backward FLOPs equal the real loss's (element-wise terms are not counted).
     The ZegCLIP-comparable inference figure is paper_gflops(parts["image_encoder"] +
     parts["decoder"]) at batch 1 (see the module docstring).
+    Text encoder: backward=True counts what a TRAINING step computes, which is nothing for a text
+    encoder without learnable prompts (ZegCLIP's baseline: its class embeddings are computed once and
+    cached, ldvc/model/text_encoder.py); backward=False counts its forward over the classes (the
+    one-off cost per vocabulary). The encoder's embedding cache is cleared around the count, so a
+    count never reads an embedding cached by an earlier one.
+    `parts`: count only these (the others are 0; "total" is the sum of the counted ones).
     """
     enc, txt = model.image_encoder, model.text_encoder
     device = _device_of(model)
     images = torch.zeros(batch, 3, image_size, image_size, device=device)
-    image = _count_meta_or_real(enc, (images,), backward, meta)
-    text = _count_meta_or_real(txt, (class_ids,), backward, meta)
+    image = _count_meta_or_real(enc, (images,), backward, meta) if "image_encoder" in parts else 0
+    cache = (getattr(txt, "_cache", None), getattr(txt, "_cache_key", None))
+    try:
+        if hasattr(txt, "_cache"):
+            txt._cache, txt._cache_key = None, None
+        cached_in_steps = backward and not any(p.requires_grad for p in txt.parameters())
+        text = 0 if cached_in_steps or "text_encoder" not in parts else _count_meta_or_real(txt, (class_ids,),
+                                                                                             backward, meta)
+    finally:
+        if hasattr(txt, "_cache"):
+            txt._cache, txt._cache_key = cache
     h, w = enc.grid((image_size, image_size))
     D = enc.embed_dim
     C = len(class_ids) if class_ids is not None else len(txt.class_names)
@@ -217,7 +244,7 @@ def segmentor_flops(model: nn.Module, image_size: int, batch: int = 1, class_ids
                       torch.zeros(batch, D, device=device, requires_grad=enc_grad),  # (B, D)
                       torch.zeros(C, D, device=device, requires_grad=txt_grad),  # (C', D)
                       (image_size, image_size))
-    decoder = _count_meta_or_real(model.decoder, decoder_inputs, backward, meta)
+    decoder = _count_meta_or_real(model.decoder, decoder_inputs, backward, meta) if "decoder" in parts else 0
     return {"image_encoder": image, "text_encoder": text, "decoder": decoder, "total": image + text + decoder}
 
 
@@ -289,3 +316,16 @@ def zegclip_reference_gmacs(dataset: str) -> dict[str, float]:
     decoder = zegclip_decoder_macs(classes)
     return {"encoder": encoder / 1e9, "decoder": decoder / 1e9, "total": (encoder + decoder) / 1e9,
             "reported": reported}
+
+
+def zegclip_prompt_proj_gmacs(prompts: int, width: int = 768, layers: int = 12) -> float:
+    """GMACs of ZegCLIP's shared prompt_proj (Linear width -> width) on `prompts` tokens in each of `layers`."""
+    return layers * prompts * width * width / 1e9
+
+
+def zegclip_unbuilt_last_layer_gmacs(classes: int, tokens: int = 1024, width: int = 512, ffn: int = 2048) -> float:
+    """GMACs ZegCLIP's last TPN layer executes but its mask logits never use, which the zegclip model
+    does not build: the value projection of the patch tokens, the attention-weighted sum, the output
+    projection and the FFN of the class queries."""
+    return (tokens * width * width + classes * tokens * width + classes * width * width
+            + classes * 2 * width * ffn) / 1e9

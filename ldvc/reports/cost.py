@@ -1,9 +1,15 @@
 """The cost table (reports/tables/cost.{md,csv,tex}): learnable parameters, GFLOPs and speed, as
-ZegCLIP reports its efficiency, in three groups:
+ZegCLIP reports its efficiency, in five groups:
 
 (a) published: ZegCLIP's README (13.8M / 110.4 GFLOPs / 9.0 FPS VOC, 14.6M / 123.9 / 6.7 COCO-Stuff,
-    one GTX 1080 Ti), reference.py;
-(b) counted at the paper size: ZegCLIP and LDVC built from the VOC and COCO-Stuff presets (ViT-B/16,
+    one GTX 1080 Ti), reference.py. The README names neither the FLOP counter nor the input size;
+    that they are fvcore counts (one multiply-add = one FLOP) of one 512x512 image is OUR INFERENCE
+    (ZegCLIP's get_flops.py offers fvcore behind --fvcore and, by default, mmcv's
+    get_model_complexity_info at a 1024x1024 input), supported only by our own count landing within
+    0.4% of the published figures; the notes say which numbers are published, counted, inferred;
+(b) counted at the paper size: ZegCLIP (the preset's ZegCLIP baseline, ldvc/baseline.py: zegclip
+    decoder, no text prompts, as the tables' `zegclip` ablation builds it) and LDVC built from the
+    VOC and COCO-Stuff presets (ViT-B/16,
     512x512 window, 10 / 100 prompt tokens, all 20 / 171 classes) with RANDOM weights on the meta
     device (shapes only: no weights, no memory, a few seconds), FLOPs counted by
     ldvc/model/flops.py (`segmentor_flops`, attention included) and converted to ZegCLIP's
@@ -11,7 +17,14 @@ ZegCLIP reports its efficiency, in three groups:
     both "as ZegCLIP counts" (its checkpoint's trainable tensors, incl. those its forward never
     uses) and "used by the forward" (ldvc/model/param_count.py `zegclip_counts`); FPS from the GPU
     benchmark report reports/benchmarks_gpu.json when it exists, else '-';
-(c) this pipeline's runs: learnable parameters as training counted them, GFLOPs per evaluation
+(c) the text encoder per TRAINING step at each paper preset (VOC, COCO-Stuff, Context-59; global
+    batch 16 of 512 px crops, the seen classes x the preset's templates, forward + backward),
+    counted: its share of the step with the causal prefix computed per class (before) and once per
+    template (after, ldvc/model/text_encoder.py); ZegCLIP's baseline runs none (cached embeddings);
+(d) evaluation at hundreds of classes, measured (reports/eval_scaling.jsonl, written by
+    `python -m benchmarks.eval_scaling --json`): peak memory and time of one image's sliding-window
+    evaluation with 20 / 171 / 459 / 847 classes, in class chunks (eval.class_chunk) and all at once;
+(e) this pipeline's runs: learnable parameters as training counted them, GFLOPs per evaluation
     window at the run's own size (the model its checkpoint's config describes, counted the same
     way), the evaluation stage's measured images/s and its device.
 
@@ -24,9 +37,11 @@ Our choices:
   Paper-size counts are cached for the process (they depend only on the code), run counts per
   checkpoint file (path, size, mtime).
 - GPU benchmark records: JSON (a list, {"records": [...]} or JSON lines): the device check's
-  `gpu_slide_fps` records (benchmarks/gpu.py --json; FPS = its float32 sliding-window figure, as
-  ZegCLIP measured) or benchmarks/throughput.py records with model "vitb16" (FPS = `fps` when given,
-  else `eval_slide_images_per_s`); VOC preset unless a "preset"/"dataset" field says otherwise.
+  `gpu_slide_fps` records (benchmarks/device_check.py, reports/device_check.jsonl; FPS = its float32
+  sliding-window figure without TF32, as ZegCLIP measured on a card without TF32; its tiny-size CPU
+  rehearsal records are ignored) or benchmarks/throughput.py records with model "vitb16" (FPS =
+  `fps` when given, else `eval_slide_images_per_s`); VOC preset unless a "preset"/"dataset" field
+  says otherwise.
 """
 
 from __future__ import annotations
@@ -42,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from ldvc.reports.records import EvalRecord
-from ldvc.reports.reference import COST_REFERENCE_NOTE, COST_REFERENCES, SETTINGS, SOURCE_MARKERS
+from ldvc.reports.reference import COST_REFERENCES, SETTINGS, SOURCE_MARKERS
 from ldvc.reports.tables import (
     MISSING,
     DeviationNotes,
@@ -59,16 +74,21 @@ from ldvc.reports.tables import (
 )
 
 PAPER_PRESETS: tuple[str, ...] = ("voc", "coco_stuff")
-# (method, decoder.type, prompt.text_depth): ZegCLIP has no text prompts, LDVC prompts every layer.
-PAPER_MODELS: tuple[tuple[str, str, int], ...] = (("ZegCLIP", "zegclip", 0), ("LDVC", "lctd", -1))
-GPU_BENCHMARK_FILE = "benchmarks_gpu.json"
+TEXT_SHARE_PRESETS: tuple[str, ...] = ("voc", "coco_stuff", "context59")
+TEXT_BEFORE_AFTER: tuple[str, ...] = ("coco_stuff",)  # the text encoder's share also as it was before the shared prefix
+# (method label, method: ldvc.baseline.method_config's "lctd" = LDVC, "zegclip" = the ZegCLIP baseline)
+PAPER_MODELS: tuple[tuple[str, str], ...] = (("ZegCLIP", "zegclip"), ("LDVC", "lctd"))
+GPU_BENCHMARK_FILE = "device_check.jsonl"
+EVAL_SCALING_FILE = "eval_scaling.jsonl"
 COUNTED = SOURCE_MARKERS["counted"]
 BENCHMARK = SOURCE_MARKERS["benchmark"]
 HEADER: tuple[str, ...] = ("Group", "Method", "Dataset", "Input", "Learnable params (M), as ZegCLIP counts",
                            "Learnable params (M), used by the forward", "GFLOPs", "Images/s (FPS)",
-                           "Hardware / device")
+                           "Hardware / device", "Peak memory (MiB)")
 GROUP_PUBLISHED = "published"
 GROUP_COUNTED = "counted, paper size"
+GROUP_TEXT = "text encoder per training step, counted"
+GROUP_EVAL = "evaluation at many classes, measured"
 GROUP_RUNS = "this pipeline's runs"
 
 
@@ -125,23 +145,92 @@ def count_model(cfg: Any, class_names: Sequence[str], window: int) -> ModelCount
     )
 
 
-def paper_config(preset: str, decoder: str, text_depth: int) -> Any:
-    """The preset's config (presets/<preset>.yaml over the defaults) with the given decoder and text prompts."""
-    from ldvc.config import config_from_dict
-    from ldvc.presets import zegclip_preset_config
+def paper_config(preset: str, method: str) -> Any:
+    """The preset's config (presets/<preset>.yaml over the defaults) as LDVC ("lctd") or as its ZegCLIP
+    baseline ("zegclip": ldvc/baseline.py, the definition the tables' `zegclip` ablation uses)."""
+    from ldvc.baseline import method_config
+    from ldvc.config import Config, config_from_dict, variant_dict
+    from ldvc.presets import load_preset
 
-    raw = zegclip_preset_config(preset).to_dict()
-    raw["decoder"]["type"], raw["prompt"]["text_depth"] = decoder, text_depth
-    return config_from_dict(raw)
+    return method_config(config_from_dict(variant_dict(Config().to_dict(), load_preset(preset)), variant=True),
+                         method)
 
 
 @cache
-def count_paper_model(preset: str, decoder: str, text_depth: int) -> ModelCount:
+def count_paper_model(preset: str, method: str) -> ModelCount:
     """ZegCLIP / LDVC at a preset's paper size (512x512 window, every class of the dataset)."""
     from ldvc.data.classes import dataset_classes
 
-    cfg = paper_config(preset, decoder, text_depth)
+    cfg = paper_config(preset, method)
     return count_model(cfg, dataset_classes(cfg.data), cfg.eval.window)
+
+
+@dataclass(frozen=True)
+class StepCount:
+    """GFLOPs of one training step at a preset's paper size (global batch, seen classes), by part."""
+
+    total: float
+    text: float  # the text encoder, causal prefix once per template (what runs)
+    text_unshared: float | None  # the same with the prefix computed per class (before); None: not counted
+    batch: int
+    classes: int
+    templates: int
+
+    @property
+    def share(self) -> float:
+        return self.text / self.total
+
+    @property
+    def share_unshared(self) -> float | None:
+        if self.text_unshared is None:
+            return None
+        return self.text_unshared / (self.total - self.text + self.text_unshared)
+
+
+def _meta_model(cfg: Any, names: list[str]) -> Any:
+    import open_clip
+    import torch
+
+    from ldvc.model.build import build_segmentor
+    from ldvc.model.clip_loader import register_configs
+
+    register_configs()
+    with _quiet(), torch.device("meta"):
+        clip_model = open_clip.create_model(cfg.clip.model, pretrained=None, device="meta")
+    return build_segmentor(cfg, clip_model, names)
+
+
+@cache
+def count_training_steps(preset: str, before: bool) -> dict[str, StepCount]:
+    """One training step (forward + backward, the global batch on one device, the seen classes) of the
+    preset's LDVC and ZegCLIP baseline, counted on the meta device; with `before`, LDVC's text encoder
+    also with its causal prefix computed per class. The two share the image encoder (counted once)."""
+    import torch
+
+    from ldvc.data.classes import dataset_classes, default_unseen
+    from ldvc.model.flops import count_flops, segmentor_flops
+
+    cfg = paper_config(preset, "lctd")
+    names = dataset_classes(cfg.data)
+    unseen = default_unseen(cfg.data.dataset) if cfg.split.unseen == "default" else list(cfg.split.unseen)
+    seen = [i for i, n in enumerate(names) if n not in unseen]
+    ids = torch.tensor(seen)
+    S, B = cfg.data.image_size, cfg.train.batch_size
+    model = _meta_model(cfg, names)
+    parts = segmentor_flops(model, S, batch=B, class_ids=ids, backward=True)
+    unshared = None
+    if before and model.text_encoder.shares_prefix:
+        model.text_encoder.shares_prefix = False
+        unshared = count_flops(model.text_encoder, ids, backward=True) / 1e9
+    elif before:
+        unshared = parts["text_encoder"] / 1e9
+    zcfg = paper_config(preset, "zegclip")
+    zparts = segmentor_flops(_meta_model(zcfg, names), S, batch=B, class_ids=ids, backward=True,
+                             parts=("text_encoder", "decoder"))
+    meta = (B, len(seen), len(cfg.prompt.templates))
+    return {"lctd": StepCount(parts["total"] / 1e9, parts["text_encoder"] / 1e9, unshared, *meta),
+            "zegclip": StepCount((parts["image_encoder"] + zparts["total"]) / 1e9, zparts["text_encoder"] / 1e9,
+                                 None, *meta)}
 
 
 @lru_cache(maxsize=64)
@@ -212,7 +301,9 @@ def read_gpu_benchmark(path: Path) -> dict[tuple[str, str], GpuSpeed]:
     for rec in data:
         if not isinstance(rec, dict) or "decoder" not in rec:
             continue
-        if rec.get("benchmark") == "gpu_slide_fps":  # benchmarks/gpu.py (the device check): float32, as ZegCLIP
+        if rec.get("benchmark") == "gpu_slide_fps":  # the device check: float32 without TF32, as ZegCLIP
+            if rec.get("size") == "tiny":  # its CPU rehearsal's tiny sizes are not paper numbers
+                continue
             fps = rec.get("fps_fp32")
         elif rec.get("model") == "vitb16":  # benchmarks/throughput.py --model vitb16
             fps = rec.get("fps", rec.get("eval_slide_images_per_s"))
@@ -239,16 +330,102 @@ def _failure(what: str, err: BaseException) -> str:
     return f"{what}: could not be counted ({type(err).__name__}: {str(err)[:200]}); its cells are '-'."
 
 
+def read_eval_scaling(path: Path) -> list[dict[str, Any]]:
+    """The paper-size `eval_scaling` records of benchmarks/eval_scaling.py (JSON lines); ValueError naming
+    the problem when the file cannot be read."""
+    try:
+        recs = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON lines ({err})") from None
+    return [r for r in recs if isinstance(r, dict) and r.get("benchmark") == "eval_scaling"
+            and r.get("size") == "paper"]
+
+
+def _text_share_rows(count: bool, notes_tail: list[str]) -> list[list[str]]:
+    rows = []
+    for preset in TEXT_SHARE_PRESETS if count else ():
+        try:
+            steps = count_training_steps(preset, before=preset in TEXT_BEFORE_AFTER)
+        except Exception as err:  # counting must never break the report: say why instead
+            notes_tail.append(_failure(f"the {preset} training step", err))
+            continue
+        ld, zc = steps["lctd"], steps["zegclip"]
+        where = f"{ld.batch} x 512x512 crops, {ld.classes} seen classes x {ld.templates} template(s)"
+
+        def row(method: str, text: float, total: float, preset: str = preset, where: str = where) -> list[str]:
+            return [GROUP_TEXT, method, dataset_short(preset), where, MISSING, MISSING,
+                    f"text {text:.0f} of {total:.0f} per step: {100 * text / total:.1f}% [{COUNTED}]", MISSING,
+                    "meta device (counts only)", MISSING]
+
+        if ld.text_unshared is not None:
+            rows.append(row("LDVC, text prompts, prefix per class (before)", ld.text_unshared,
+                            ld.total - ld.text + ld.text_unshared))
+            rows.append(row("LDVC, text prompts, prefix once per template (after)", ld.text, ld.total))
+        else:
+            rows.append(row("LDVC, text prompts (prefix once per template)", ld.text, ld.total))
+        rows.append(row("ZegCLIP baseline (no text prompts: embeddings cached)", zc.text, zc.total))
+    return rows
+
+
+def _eval_rows(path: Path | None, notes_tail: list[str]) -> tuple[list[list[str]], list[dict[str, Any]]]:
+    if path is None or not path.is_file():
+        notes_tail.append(f"No evaluation-scaling measurement ({path or EVAL_SCALING_FILE} absent): run "
+                          "`python -m benchmarks.eval_scaling --json > reports/eval_scaling.jsonl`.")
+        return [], []
+    try:
+        recs = read_eval_scaling(path)
+    except (OSError, ValueError) as err:
+        notes_tail.append(f"Evaluation-scaling records {path} could not be read ({err}).")
+        return [], []
+    rows = []
+    for r in sorted(recs, key=lambda r: (r["classes"], r["class_chunk"] is None)):
+        how = f"chunks of {r['class_chunk']} classes" if r["class_chunk"] else "all classes at once"
+        rows.append([GROUP_EVAL, f"LDVC evaluation, {r['classes']} classes, {how}", "one VOC-shaped image",
+                     f"{r['image_hw'][0]}x{r['image_hw'][1]}, slide {r['window']}/{r['stride']}", MISSING, MISSING,
+                     MISSING, f"{r['images_per_s']:.3f} [{BENCHMARK}]", f"{r['device']} ({r.get('cpu', '?')})",
+                     f"{r['peak_mb']:.0f} [{BENCHMARK}]"])
+    return rows, recs
+
+
+def _zegclip_flop_notes(preset: str, z: ModelCount, ref: Any) -> list[str]:
+    """What the counted 110.2 / 123.5 are and why they land near the published 110.4 / 123.9."""
+    from ldvc.model.flops import (
+        zegclip_prompt_proj_gmacs,
+        zegclip_reference_gmacs,
+        zegclip_unbuilt_last_layer_gmacs,
+    )
+
+    analytic = zegclip_reference_gmacs(preset)
+    prompts, classes = (10, 20) if preset == "voc" else (100, 171)
+    proj = zegclip_prompt_proj_gmacs(prompts)
+    last = zegclip_unbuilt_last_layer_gmacs(classes)
+    executed = analytic["total"] + proj
+    return [
+        f"ZegCLIP counted at the {dataset_short(preset)} paper size: {z.gflops:.1f} GFLOPs [C] vs "
+        f"{ref.gflops.value:.1f} "
+        f"published [M] ({100 * (z.gflops / ref.gflops.value - 1):+.1f}%), {z.as_zegclip_counts / 1e6:.2f}M "
+        f"learnable as ZegCLIP counts vs {ref.learnable_params_m.value:.1f}M published. The closeness is two "
+        f"omissions nearly cancelling, not element-wise operations: what ZegCLIP's forward executes is "
+        f"{executed:.2f} GMACs (the analytic count ldvc.model.flops.zegclip_reference_gmacs, {analytic['total']:.2f}, "
+        f"which leaves out the shared prompt_proj Linear on the {prompts} prompt tokens of 12 layers, "
+        f"{proj:.2f}); the counted model builds only what the mask logits use, so it lacks the last decoder "
+        f"layer's value projection, attention-weighted sum, output projection and FFN, which ZegCLIP computes "
+        f"and discards ({last:.2f}): {executed:.2f} - {last:.2f} = {executed - last:.2f}, within "
+        f"{abs(z.gflops - (executed - last)):.2f} of the count ({z.gflops:.2f})."]
+
+
 def cost_table(records: Sequence[EvalRecord], *, count: bool = True,
-               gpu_benchmark: str | Path | None = None) -> Table:
-    """Published efficiency, counted paper-size models and this pipeline's runs (module docstring).
-    `count=False` leaves the counted cells '-' (and says so); `gpu_benchmark`: the GPU report file."""
+               gpu_benchmark: str | Path | None = None, eval_scaling: str | Path | None = None) -> Table:
+    """Published efficiency, counted paper-size models and training steps, evaluation at many classes and
+    this pipeline's runs (module docstring). `count=False` leaves the counted cells '-' (and says so);
+    `gpu_benchmark`: the device check's records; `eval_scaling`: benchmarks/eval_scaling.py's records
+    (default: EVAL_SCALING_FILE beside `gpu_benchmark`)."""
     rows: list[list[str]] = []
     notes_tail: list[str] = []
     for ref in COST_REFERENCES:
         rows.append([GROUP_PUBLISHED, ref.method, dataset_short(ref.dataset), "512x512 window",
                      format_ref(ref.learnable_params_m), MISSING, format_ref(ref.gflops), format_ref(ref.fps),
-                     ref.hardware])
+                     ref.hardware, MISSING])
     # ---- (b) counted at the paper size
     speeds: dict[tuple[str, str], GpuSpeed] = {}
     gpu_path = Path(gpu_benchmark) if gpu_benchmark is not None else None
@@ -259,11 +436,11 @@ def cost_table(records: Sequence[EvalRecord], *, count: bool = True,
             notes_tail.append(f"GPU benchmark {gpu_path} could not be read ({err}): FPS of the counted rows is '-'.")
     counted: dict[tuple[str, str], ModelCount] = {}
     for preset in PAPER_PRESETS:
-        for method, decoder, text_depth in PAPER_MODELS:
+        for method, decoder in PAPER_MODELS:
             mc: ModelCount | None = None
             if count:
                 try:
-                    mc = counted[(preset, decoder)] = count_paper_model(preset, decoder, text_depth)
+                    mc = counted[(preset, decoder)] = count_paper_model(preset, decoder)
                 except Exception as err:  # counting must never break the report: say why instead
                     notes_tail.append(_failure(f"{method} at the {preset} paper size", err))
             speed = speeds.get((preset, decoder))
@@ -273,9 +450,15 @@ def cost_table(records: Sequence[EvalRecord], *, count: bool = True,
                 _m(as_zegclip), _m(mc.learnable if mc else None),
                 f"{mc.gflops:.1f} [{COUNTED}]" if mc else MISSING,
                 f"{speed.fps:.1f} [{BENCHMARK}]" if speed else MISSING,
-                f"{speed.hardware} (FPS); meta device (counts)" if speed else "meta device (counts only)",
+                f"{speed.hardware} (FPS); meta device (counts)" if speed else "meta device (counts only)", MISSING,
             ])
-    # ---- (c) this pipeline's runs
+    # ---- (c) the text encoder per training step, (d) evaluation at many classes
+    rows += _text_share_rows(count, notes_tail)
+    scaling = Path(eval_scaling) if eval_scaling is not None else (
+        gpu_path.parent / EVAL_SCALING_FILE if gpu_path is not None else None)
+    eval_rows, eval_recs = _eval_rows(scaling, notes_tail)
+    rows += eval_rows
+    # ---- (e) this pipeline's runs
     deviations = DeviationNotes()
     no_checkpoint: list[str] = []
     runs = [r for r in records if r.setting in SETTINGS]
@@ -310,16 +493,28 @@ def cost_table(records: Sequence[EvalRecord], *, count: bool = True,
         seeds = sorted({r.seed for r in recs})
         rows.append([GROUP_RUNS, f"{label}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}",
                      f"{dataset_short(dataset)} ({setting_name})", window, as_zegclip, used,
-                     f"{mc.gflops:.2f} [{COUNTED}]" if mc else MISSING, speed, devices])
-    notes = legend(rows) + [COST_REFERENCE_NOTE + "."]
+                     f"{mc.gflops:.2f} [{COUNTED}]" if mc else MISSING, speed, devices, MISSING])
+    notes = legend(rows) + [
+        "Provenance. Published [M]: ZegCLIP's README (ZiqinZhou66/ZegCLIP README.md, commit 9ba4bb5, lines 56-61): "
+        "#Params (learnable), GFLOPs and FPS on one GTX 1080 Ti; the README names neither the FLOP counter nor "
+        "the input size. Inferred (ours, not ZegCLIP's statement): that the GFLOPs count one multiply-add as one "
+        "FLOP (fvcore's convention) for one 512x512 image through the image encoder and the decode head with "
+        "precomputed class embeddings. ZegCLIP's get_flops.py (commit eab9cef) can count either way: fvcore's "
+        "FlopCountAnalysis (calc_flops, lines 19-35) behind its --fvcore flag (lines 42-44, 87-88) or, by "
+        "default, mmcv's get_model_complexity_info (line 99), at a default --shape of 1024x1024 (lines 45-50); the "
+        "inference "
+        "rests only on our own count at 512 px in that convention landing within 0.4% of the published figures. "
+        "Counted [C]: by this pipeline from the model definition (below). Measured [B]: by this pipeline's "
+        "benchmarks."]
     notes.append(
         "Counted rows: ViT-B/16 at the presets' paper size (presets/voc.yaml, presets/coco_stuff.yaml: 512x512 "
         "window, 10 / 100 visual prompt tokens, every class: 20 / 171) with random weights on the meta device. "
-        "GFLOPs in ZegCLIP's convention (ldvc.model.flops.paper_gflops: one multiply-add = one FLOP) of one "
-        "window's inference forward through the image encoder and the decoder, attention included; element-wise "
-        "operations (norms, softmax, upsampling) are not counted (about 0.3% of ZegCLIP's total). The text encoder "
-        "is left out as in ZegCLIP: class embeddings do not depend on the image and are computed once per "
-        "vocabulary.")
+        "ZegCLIP = the preset's ZegCLIP baseline as the tables' `zegclip` ablation builds it (ldvc/baseline.py: "
+        "zegclip decoder, no text prompts). GFLOPs in the inferred convention (ldvc.model.flops.paper_gflops: "
+        "one multiply-add = one FLOP) of one window's inference forward through the image encoder and the "
+        "decoder, attention included; element-wise operations (norms, softmax, upsampling) are not counted. The "
+        "text encoder is left out as in ZegCLIP: class embeddings do not depend on the image and are computed "
+        "once per vocabulary.")
     notes.append(
         "Learnable params 'as ZegCLIP counts' = the checkpoint's trainable tensors including those ZegCLIP's "
         "forward never uses (ldvc/model/param_count.py zegclip_counts, docs/parameters.md); 'used by the "
@@ -327,29 +522,49 @@ def cost_table(records: Sequence[EvalRecord], *, count: bool = True,
     for preset in PAPER_PRESETS:
         z, ref = counted.get((preset, "zegclip")), next(c for c in COST_REFERENCES if c.dataset == preset)
         if z is not None and z.as_zegclip_counts is not None:
-            notes.append(f"ZegCLIP counted at the {dataset_short(preset)} paper size: {z.gflops:.1f} GFLOPs vs "
-                         f"{ref.gflops.value:.1f} reported ({100 * (z.gflops / ref.gflops.value - 1):+.1f}%), "
-                         f"{z.as_zegclip_counts / 1e6:.2f}M learnable as ZegCLIP counts vs "
-                         f"{ref.learnable_params_m.value:.1f}M reported.")
-        once = {m: counted[(preset, d)].text_gflops for m, d, _ in PAPER_MODELS if (preset, d) in counted}
+            notes += _zegclip_flop_notes(preset, z, ref)
+        once = {m: counted[(preset, d)].text_gflops for m, d in PAPER_MODELS if (preset, d) in counted}
         if once:
             notes.append(f"Text encoder, once per vocabulary ({dataset_short(preset)}): "
                          + ", ".join(f"{m} {g:.1f} GFLOPs" for m, g in once.items()) + ".")
+    if any(r[0] == GROUP_TEXT for r in rows):
+        notes.append(
+            "Text encoder per training step: GFLOPs in torch's convention (2 per multiply-add) of one training step "
+            "of the global batch (16 crops of 512x512) with the seen classes, forward + backward (frozen CLIP: "
+            "gradients reach the learnable prompts and the inputs, not the weights), counted on the meta device. "
+            "LDVC's learnable text prompts make the text encoder run every seen class under every template with "
+            "gradients each step; the causal prefix before the class name does not depend on the class and is "
+            "computed once per template (after), exactly (tests/test_text_prefix.py), instead of once per class "
+            "(before). ZegCLIP's baseline has no text prompts: its class embeddings are computed once and cached.")
+    if eval_recs:
+        big = max(eval_recs, key=lambda r: (r["classes"], r["class_chunk"] is not None))
+        pair = {r["class_chunk"] is None: r for r in eval_recs if r["classes"] == big["classes"]}
+        notes.append(
+            "Evaluation at many classes (benchmarks/eval_scaling.py, reports/eval_scaling.jsonl): the evaluation's "
+            "own inference (ldvc.eval.inference.infer_labels) of one 375x500 photo resized to 512x683 (two 512 px "
+            "windows, stride 426) by LDVC at the VOC preset's size (random weights) with C class names; peak memory "
+            "= extra memory of the call (the profiler's allocation events on the CPU), images/s = 1 / its time. "
+            "The decoder runs on every class at once (LDVC's cross-attention takes a softmax over the classes); the "
+            "scores are upsampled, averaged, resized and arg-maxed eval.class_chunk classes at a time, exactly "
+            "(same labels: " + ("yes" if all(r.get("same_labels") for r in eval_recs) else "NO") + ")"
+            + (f". At {big['classes']} classes: {pair[False]['peak_mb']:.0f} MiB in chunks vs "
+               f"{pair[True]['peak_mb']:.0f} MiB all at once." if len(pair) == 2 else "."))
     if not count:
         notes.append("Model counting was switched off for this build (--no-count): counted cells are '-'.")
     if gpu_path is not None and gpu_path.is_file() and not speeds:
-        notes.append(f"No usable GPU measurement: {gpu_path} holds no ViT-B/16 throughput record (benchmarks/"
-                     "throughput.py on a GPU, model vitb16); FPS of the counted rows is '-'.")
+        notes.append(f"No usable GPU measurement: {gpu_path} holds no paper-size sliding-window record (the device "
+                     "check's gpu_slide_fps, or benchmarks/throughput.py on a GPU, model vitb16); FPS of the counted "
+                     "rows is '-'.")
     elif speeds:
         hw = sorted({s.hardware for s in speeds.values()})
         dates = sorted({s.date for s in speeds.values() if s.date})
-        notes.append(f"FPS of the counted rows: images/s of slide inference measured by benchmarks/throughput.py on "
-                     f"{', '.join(hw)} ({gpu_path}{', ' + ', '.join(dates) if dates else ''}), random weights; "
-                     "not comparable with ZegCLIP's GTX 1080 Ti FPS.")
+        notes.append(f"FPS of the counted rows: images/s of slide inference measured on {', '.join(hw)} ({gpu_path}"
+                     f"{', ' + ', '.join(dates) if dates else ''}), float32, random weights; not comparable with "
+                     "ZegCLIP's GTX 1080 Ti FPS.")
     else:
         notes.append(f"No GPU measurement exists ({gpu_path if gpu_path else GPU_BENCHMARK_FILE} absent): FPS of "
-                     "the counted rows is '-'; run `python -m benchmarks.throughput --json` on a GPU and save the "
-                     "records there.")
+                     "the counted rows is '-'; run the device check (README, 'Device check') and copy its "
+                     "device_check.jsonl there.")
     notes.append(
         "This pipeline's runs: learnable parameters as training counted them; GFLOPs per evaluation window at the "
         "run's own size (its checkpoint's config: eval.window for slide inference, data.image_size for whole-image "
@@ -364,8 +579,9 @@ def cost_table(records: Sequence[EvalRecord], *, count: bool = True,
     notes += deviations.notes()
     return Table(
         name="cost",
-        caption="Efficiency: learnable parameters, GFLOPs per 512x512 window (ZegCLIP's convention) and inference "
-                "speed; published, counted at the paper size, and this pipeline's runs",
+        caption="Efficiency: learnable parameters, GFLOPs per 512x512 window (ZegCLIP's convention, inferred) and "
+                "inference speed; published, counted at the paper size, the text encoder per training step, "
+                "evaluation at many classes, and this pipeline's runs",
         header=list(HEADER),
         rows=rows,
         notes=[n for n in notes if n],

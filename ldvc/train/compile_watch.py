@@ -10,9 +10,9 @@ How it is counted, with public or stable hooks only:
   any torch backend name works, e.g. "aot_eager" for a CPU check that needs no C++ compiler);
 - recompile-limit hits: dynamo logs "hit config.recompile_limit" (older releases:
   "cache_size_limit") on the `torch._dynamo` logger; a handler counts those records;
-- graph breaks: torch._dynamo.utils.counters["graph_break"] where this torch keeps it, else the
-  entries of counters["unimplemented"] that are not recompile-limit events (torch 2.14 files graph
-  breaks there); a version that keeps neither reports None, not 0.
+- graph breaks: the entries of torch._dynamo.utils.counters["graph_break"] (older releases) and
+  counters["unimplemented"] (torch 2.14 files graph breaks there) that are not recompile-limit
+  events; a torch without `counters` reports None, not 0.
 """
 
 from __future__ import annotations
@@ -42,14 +42,16 @@ class _LimitHandler(logging.Handler):
 
 
 def _break_counts() -> dict[str, int] | None:
-    from torch._dynamo.utils import counters
-
-    if "graph_break" in counters:
-        return {str(k)[:300]: int(v) for k, v in counters["graph_break"].items()}
-    if "unimplemented" in counters:
-        return {str(k)[:300]: int(v) for k, v in counters["unimplemented"].items()
-                if "recompile limit" not in str(k).lower() and "cache size limit" not in str(k).lower()}
-    return None
+    """Graph-break reasons -> counts so far; {} when dynamo has recorded none; None when this torch keeps
+    no counters at all (its torch._dynamo.utils has no `counters`)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:  # pragma: no cover - depends on the torch version
+        return None
+    out = {str(k)[:300]: int(v) for k, v in counters.get("graph_break", {}).items()}
+    out.update({str(k)[:300]: int(v) for k, v in counters.get("unimplemented", {}).items()
+                if "recompile limit" not in str(k).lower() and "cache size limit" not in str(k).lower()})
+    return out
 
 
 class CompileWatch:
