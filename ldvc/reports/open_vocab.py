@@ -27,6 +27,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from ldvc.protocol import deviations_link
 from ldvc.reports.records import EvalRecord
 from ldvc.reports.reference import DATASET_TITLES, OPEN_VOCAB_REFERENCE_NOTE, OPEN_VOCAB_REFERENCES, OPEN_VOCAB_TARGETS
 from ldvc.reports.tables import (
@@ -163,6 +164,10 @@ def open_vocab_table(records: Sequence[EvalRecord]) -> Table:
     notes.append(OPEN_VOCAB_REFERENCE_NOTE)
     notes += _dataset_notes(ours)
     notes += deviations.notes()
+    protocols = sorted({r.protocol for r in ours if r.protocol})
+    if protocols:
+        notes.append("What a run conformant to its protocol still departs from upstream: "
+                     + ", ".join(deviations_link(p) for p in protocols) + ".")
     return Table(
         name="open_vocab",
         caption="Open-vocabulary semantic segmentation: trained on every class of one dataset, evaluated on other "
