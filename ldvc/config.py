@@ -595,11 +595,18 @@ def check(cfg: Config, variant: bool = False) -> None:
             raise ConfigError(f"'ablation.{name}' gives an invalid configuration: {err}") from None
     for name in cfg.cross_dataset:
         cfg.cross_target(name)  # raises naming cross_dataset.<name>.<key>
-    _check_open_vocab(cfg)
+    for name in cfg.open_vocab.targets:
+        target = cfg.target("open_vocab", name)  # raises naming open_vocab.targets.<name>.<key>
+        if target.dataset == "coco_json" and not target.coco_json.val_annotations:
+            raise ConfigError(f"'open_vocab.targets.{name}.coco_json.val_annotations' is empty: a coco_json target "
+                              "needs its validation annotations")
 
 
-def _check_open_vocab(cfg: Config) -> None:
-    """open_vocab.model must name an ablation variant trained on every class; each target must build."""
+def check_open_vocab_model(cfg: Config) -> None:
+    """With open-vocabulary targets, open_vocab.model must name an ablation variant trained on every class.
+
+    A pipeline check (ldvc.pipeline.validate_stage_config runs it before any stage's work), not part of
+    `check`: a config whose ablation section was emptied (a library caller's or a test's) stays loadable."""
     ov = cfg.open_vocab
     if not ov.targets:
         return
@@ -616,11 +623,6 @@ def _check_open_vocab(cfg: Config) -> None:
             f"open-vocabulary transfer evaluates a model trained on EVERY class; name a variant with "
             f"split: {{unseen: []}} (ablation.{ov.model}.split.unseen: [] or another variant)"
         )
-    for name in ov.targets:
-        target = cfg.target("open_vocab", name)  # raises naming open_vocab.targets.<name>.<key>
-        if target.dataset == "coco_json" and not target.coco_json.val_annotations:
-            raise ConfigError(f"'open_vocab.targets.{name}.coco_json.val_annotations' is empty: a coco_json target "
-                              "needs its validation annotations")
 
 
 # --------------------------------------------------------------------------------------------

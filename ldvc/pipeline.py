@@ -38,7 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import ldvc
-from ldvc.config import CROSS_ROOT, MAIN_VARIANT, TARGET_SECTIONS, Config, ConfigError, load_config
+from ldvc.config import (
+    CROSS_ROOT,
+    MAIN_VARIANT,
+    TARGET_SECTIONS,
+    Config,
+    ConfigError,
+    check_open_vocab_model,
+    load_config,
+)
 
 SPLIT_FILE = Path("data/split.json")
 INPUTS_FILE = Path("data/inputs.json")
@@ -123,15 +131,23 @@ def check_code_tree(cwd: Path | None = None) -> None:
 def load_stage_config(variant: str = MAIN_VARIANT) -> Config:
     """params.yaml of the current directory (DVC runs stages at the repo or experiment root),
     validated against the code (ldvc.validate) before any work."""
-    from ldvc.validate import validate_run
-
     check_code_tree()
     cfg = load_config("params.yaml")
     try:
-        validate_run(cfg, preset_dir=PRESETS)
+        validate_stage_config(cfg)
     except ConfigError as err:
         raise ConfigError(f"params.yaml: {err}") from None
     return cfg if variant == MAIN_VARIANT else cfg.variant(variant)
+
+
+def validate_stage_config(cfg: Config, preset_dir: Path = PRESETS) -> Config:
+    """What every stage checks before work: the config against the code (ldvc.validate) and the
+    pipeline's own relations between sections (the every-class model the open-vocabulary targets need)."""
+    from ldvc.validate import validate_run
+
+    validate_run(cfg, preset_dir=preset_dir)
+    check_open_vocab_model(cfg)
+    return cfg
 
 
 def is_main_process() -> bool:

@@ -191,10 +191,26 @@ WIDE = {"wide": {"synthetic": {"world": "wide", "val_images": 21}}}
     ("fully_supervised", {"x": {"dataset": "coco_json"}}, None, "open_vocab.targets.x.coco_json.val_annotations"),
 ])
 def test_open_vocab_section_is_checked_before_any_work(model, targets, ablation, message):
-    """The evaluated model must be an ablation variant trained on EVERY class; each target must be a valid
-    partial `data` section with a path-safe name; errors name the key."""
+    """The evaluated model must be an ablation variant trained on EVERY class (checked before any stage's
+    work: ldvc.pipeline.validate_stage_config); each target must be a valid partial `data` section with a
+    path-safe name (checked on loading); errors name the key."""
+    from ldvc.pipeline import validate_stage_config
+
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        load_validated(_with_open_vocab(model, targets, ablation))
+        validate_stage_config(load_validated(_with_open_vocab(model, targets, ablation)), REPO / "presets")
+
+
+def test_an_emptied_ablation_section_still_loads_as_a_library_config():
+    """Library callers and tests empty `ablation` to build one model: the config loads; only the pipeline
+    (whose evaluate_open_vocab stage would need the missing variant) refuses it."""
+    from ldvc.pipeline import validate_stage_config
+
+    raw = _params()
+    raw["ablation"] = {}
+    cfg = load_validated(raw)
+    assert cfg.open_vocab.targets and not cfg.ablation
+    with pytest.raises(ConfigError, match="'open_vocab.model' = 'fully_supervised' is not an ablation variant"):
+        validate_stage_config(cfg, REPO / "presets")
 
 
 def test_open_vocab_targets_merge_over_data_and_variants_carry_none():
@@ -206,7 +222,9 @@ def test_open_vocab_targets_merge_over_data_and_variants_carry_none():
     variant = cfg.variant("fully_supervised")
     assert variant.fully_supervised and variant.open_vocab.targets == {}
     # without targets the model is not checked (a preset without open-vocabulary targets needs no variant)
-    load_validated(_with_open_vocab("anything", {}, ablation={}))
+    from ldvc.pipeline import validate_stage_config
+
+    validate_stage_config(load_validated(_with_open_vocab("anything", {}, ablation={})), REPO / "presets")
     with pytest.raises(ConfigError, match="unknown target 'nope'"):
         cfg.target("open_vocab", "nope")
 
