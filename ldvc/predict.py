@@ -59,8 +59,10 @@ def load_predictor(checkpoint: str | Path, class_names: Sequence[str], clip_weig
                    mode: str | None = None, device: str | None = None):
     """(model, cfg) ready for inference on `class_names`.
 
-    `checkpoint`: a file or an MLflow run id / runs:/ / models:/ URI (ldvc.checkpoint_uri);
-    clip_weights default to the path the checkpoint recorded (cwd, then the repository root).
+    `checkpoint`: a file or an MLflow run id / runs:/ / models:/ URI (ldvc.checkpoint_uri), looked up
+    in the store the pipeline logs to (MLFLOW_TRACKING_URI, e.g. the team's server; else the
+    repository's mlflow.db); clip_weights default to the path the checkpoint recorded (cwd, then the
+    repository root).
     """
     checkpoint = resolve_checkpoint(checkpoint)
     ckpt = ckpt_io.load_checkpoint(checkpoint)
