@@ -605,8 +605,9 @@ def check(cfg: Config, variant: bool = False) -> None:
 def check_open_vocab_model(cfg: Config) -> None:
     """With open-vocabulary targets, open_vocab.model must name an ablation variant trained on every class.
 
-    A pipeline check (ldvc.pipeline.validate_stage_config runs it before any stage's work), not part of
-    `check`: a config whose ablation section was emptied (a library caller's or a test's) stays loadable."""
+    A pipeline check, not part of `check`: the open-vocabulary stages run it before any work (the
+    always-running inputs_open_vocab first; ldvc.pipeline.validate_stage_config), while a config whose
+    ablation section was emptied (a library caller's, a test's, a repro of other stages) stays loadable."""
     ov = cfg.open_vocab
     if not ov.targets:
         return

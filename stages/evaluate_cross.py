@@ -61,7 +61,7 @@ def target_split(classes: list[str], checkpoint: Any, open_vocab: bool) -> tuple
 
 def main() -> None:
     section, name = target_arguments(__doc__)
-    base = load_stage_config()
+    base = load_stage_config(open_vocab=section.key == "open_vocab")
     target = base.target(section.key, name)
     variant, trained_setting = target_model(base, section)
     data_root = section.data_root(name)

@@ -14,7 +14,7 @@ from ldvc.tracking import stage_run
 
 def main() -> None:
     section, name = target_arguments(__doc__)
-    cfg = load_stage_config()
+    cfg = load_stage_config(open_vocab=section.key == "open_vocab")
     target = cfg.target(section.key, name)
     out = section.data_root(name)
     inputs = read_json(section.inputs_file).get(name, {})

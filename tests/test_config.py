@@ -197,20 +197,22 @@ def test_open_vocab_section_is_checked_before_any_work(model, targets, ablation,
     from ldvc.pipeline import validate_stage_config
 
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        validate_stage_config(load_validated(_with_open_vocab(model, targets, ablation)), REPO / "presets")
+        validate_stage_config(load_validated(_with_open_vocab(model, targets, ablation)), REPO / "presets",
+                              open_vocab=True)
 
 
 def test_an_emptied_ablation_section_still_loads_as_a_library_config():
-    """Library callers and tests empty `ablation` to build one model: the config loads; only the pipeline
-    (whose evaluate_open_vocab stage would need the missing variant) refuses it."""
+    """Library callers and tests empty `ablation` to build one model: the config loads and the stages
+    that do not touch the open-vocabulary targets run; those that do refuse it before any work."""
     from ldvc.pipeline import validate_stage_config
 
     raw = _params()
     raw["ablation"] = {}
     cfg = load_validated(raw)
     assert cfg.open_vocab.targets and not cfg.ablation
+    validate_stage_config(cfg, REPO / "presets")  # the other stages (a repro of evaluate_inductive) run
     with pytest.raises(ConfigError, match="'open_vocab.model' = 'fully_supervised' is not an ablation variant"):
-        validate_stage_config(cfg, REPO / "presets")
+        validate_stage_config(cfg, REPO / "presets", open_vocab=True)
 
 
 def test_open_vocab_targets_merge_over_data_and_variants_carry_none():
@@ -224,7 +226,8 @@ def test_open_vocab_targets_merge_over_data_and_variants_carry_none():
     # without targets the model is not checked (a preset without open-vocabulary targets needs no variant)
     from ldvc.pipeline import validate_stage_config
 
-    validate_stage_config(load_validated(_with_open_vocab("anything", {}, ablation={})), REPO / "presets")
+    validate_stage_config(load_validated(_with_open_vocab("anything", {}, ablation={})), REPO / "presets",
+                          open_vocab=True)
     with pytest.raises(ConfigError, match="unknown target 'nope'"):
         cfg.target("open_vocab", "nope")
 

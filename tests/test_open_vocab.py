@@ -68,3 +68,21 @@ def test_sections_read_and_write_apart() -> None:
     assert "-m stages.evaluate_cross --section open_vocab --target ${key}" in dvc
     assert "python -m stages.prepare_cross --section open_vocab --target ${key}" in dvc
     assert "runs/${open_vocab.model}" in dvc
+
+
+def test_a_missing_every_class_model_stops_repro_in_its_first_stage(tmp_path: Path) -> None:
+    """The always-running inputs_open_vocab stage (the first of `dvc repro`) refuses open-vocabulary targets
+    whose model is no ablation variant, naming the key; the training data's stages do not need it."""
+    import subprocess
+    import sys
+
+    from fixtures.repo_clone import clone_working_tree, e2e_env
+
+    repo = clone_working_tree(tmp_path / "repo", replace={"ablation": {}}, commit=False)
+    env = {**e2e_env(), "PYTHONPATH": str(repo)}
+    bad = subprocess.run([sys.executable, "-m", "stages.inputs_open_vocab"], cwd=repo, env=env, capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "'open_vocab.model' = 'fully_supervised' is not an ablation variant" in bad.stderr
+    assert not (repo / "data" / "inputs_open_vocab.json").exists()
+    ok = subprocess.run([sys.executable, "-m", "stages.inputs"], cwd=repo, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
