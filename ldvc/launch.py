@@ -34,7 +34,10 @@ CUDA_VISIBLE_DEVICES when torch cannot be imported. Environment variables (all o
 
 With several machines they become accelerate's --num_machines / --machine_rank /
 --main_process_ip / --main_process_port, and --num_processes is the TOTAL (machines x processes
-per machine, every machine must have the same count).
+per machine, every machine must have the same count). Every machine runs the same command in its
+own checkout (with the stage's inputs); global rank 0 writes the outputs and logs to MLflow, the
+other ranks write nothing. Rehearsed on one host as 2 machines x 1 process over gloo, against 1
+machine x 2 processes (tests/test_team_multinode.py); SLURM: docs/team.md.
 
 Parallel experiments: `dvc queue start -j N` starts N worker processes that all inherit the
 environment of that one command, so no worker can be given its own CUDA_VISIBLE_DEVICES. With
