@@ -304,3 +304,46 @@ def test_flex_cuda_runs_the_fused_kernel_not_dense_scores():
     torch.cuda.synchronize()
     dense_scores = 8 * 4096 * 4096 * 4  # bytes of one float32 score matrix over all heads
     assert torch.cuda.max_memory_allocated() - base < dense_scores / 4
+
+
+def test_compiled_flex_past_its_recompile_limit_fails_loudly_or_runs_the_block_kernel(monkeypatch) -> None:
+    """No silent slow path: a call signature that would pass dynamo's recompile limit never reaches the
+    compiled FlexAttention (past the limit dynamo runs the UNFUSED path, dense scores). Policy "error"
+    (the device check) raises naming the signatures; "blocks" (training) runs the exact block kernel,
+    warns once and counts it (flex_stats, recorded in the training summary)."""
+    import ldvc.model.route_attention as ra
+
+    if not ra.flex_available():
+        pytest.skip("this torch has no FlexAttention")
+    from torch.nn.attention.flex_attention import flex_attention
+
+    monkeypatch.setattr(ra, "_flex_fn", lambda compiled: flex_attention)  # the CPU stands in for the compiled one
+    monkeypatch.setattr(ra, "flex_recompile_limit", lambda: 2)
+    grid, regions, topk = (8, 8), 4, 4
+
+    def call(batch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(batch)
+        q, k, v = (torch.randn(batch, 2, 64, 8, generator=gen) for _ in range(3))
+        with torch.no_grad():
+            out = ra.flex_route_attention(q, k, v, grid, regions, topk, compiled=True)
+            ref = ra.route_attention(q, k, v, grid, regions, topk, backend="blocks")
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        return out
+
+    for policy in ("error", "blocks"):
+        ra.reset_flex_stats()
+        ra.set_flex_fallback(policy)
+        try:
+            call(1), call(2), call(1)  # two signatures: within the limit
+            assert ra.flex_stats()["compiled_signatures"] == 2
+            if policy == "error":
+                with pytest.raises(ra.FlexFallbackError, match="recompile limit"):
+                    call(3)
+            else:
+                with pytest.warns(UserWarning, match="running the exact block kernel"):
+                    call(3)
+                call(4)
+                assert ra.flex_stats()["fallbacks_to_blocks"] == 2 and ra.flex_stats()["compiled_signatures"] == 2
+        finally:
+            ra.set_flex_fallback(None)
+            ra.reset_flex_stats()
