@@ -13,7 +13,8 @@ machine lacks, at the versions pinned in constraints.txt (benchmarks/device_env.
 `run` needs only the GPU machine's preinstalled torch and no package index: it installs the carried
 wheels with pip --no-index into a temporary folder, then runs each part in its own process under a
 time budget and writes into the output directory, as it goes:
-- device_check.jsonl: one JSON record per measurement, appended and flushed as each part finishes;
+- device_check.jsonl: one JSON record per measurement, appended and flushed as it is measured
+  (a part stopped at its budget keeps what it had measured);
 - environment.json: GPU name, driver, torch, CUDA, triton, C compiler (found or not), Python, cores;
 - device_check.md: the report (tables, projections, the checks), rendered at the end;
 - device_check.log: each part's stdout and stderr.
@@ -417,24 +418,27 @@ def run(args: argparse.Namespace) -> int:
 def run_part(args: argparse.Namespace) -> int:
     import torch
 
+    from benchmarks import device_parts
     from benchmarks.common import resolve_device, setup_threads
     from benchmarks.device_parts import PARTS, Budget
 
     device = resolve_device("auto")
     setup_threads(1 if device.type == "cpu" else None)
     out = args.out
+    device_parts.SINK = (out, args.name)  # records are appended as they are made (device_parts.new_records)
     code = 0
+    tail: list[dict[str, Any]] = []
     try:
-        records = PARTS[args.name](args.size, device, Budget(args.seconds))
+        made = PARTS[args.name](args.size, device, Budget(args.seconds))
+        tail += [r for r in made if not isinstance(made, device_parts._Flushing)]  # a plain list: not yet written
     except Exception as err:  # recorded, and the parent marks the part failed
         import traceback
 
         traceback.print_exc()
-        records, code = [{"benchmark": "part_error", "error": f"{type(err).__name__}: {err}"[:2000]}], 1
+        tail, code = [{"benchmark": "part_error", "error": f"{type(err).__name__}: {err}"[:2000]}], 1
     modules = sorted({m.split(".")[0] for m in sys.modules if not m.startswith("_")})
-    records.append({"benchmark": "part_imports", "modules": modules,
-                    "forbidden": [m for m in FORBIDDEN if m in modules]})
-    append_records(out, [{**r, "part": args.name} for r in records])
+    tail.append({"benchmark": "part_imports", "modules": modules, "forbidden": [m for m in FORBIDDEN if m in modules]})
+    append_records(out, [{**r, "part": args.name} for r in tail])
     if device.type == "cuda":
         torch.cuda.synchronize()
     return code

@@ -31,6 +31,25 @@ PAPER_PRESETS = ("voc", "coco_stuff", "context59")
 METHODS = ("lctd", "zegclip")
 HOST_READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "numpy"}
 Records = list[dict[str, Any]]
+# Where a part's records go as they are made: (output directory, part name), set by the part's process
+# (benchmarks/device_check.py run_part). A part stopped at its budget keeps what it measured.
+SINK: tuple[Any, str] | None = None
+
+
+class _Flushing(list):
+    """A list of records that appends each one to the device check's JSON lines as it is added."""
+
+    def append(self, record: dict[str, Any]) -> None:  # type: ignore[override]
+        super().append(record)
+        if SINK is not None:
+            from benchmarks.device_check import append_records
+
+            out, part = SINK
+            append_records(out, [{**record, "part": part}])
+
+
+def new_records() -> Records:
+    return _Flushing()
 
 
 class Budget:
@@ -143,7 +162,7 @@ def part_steps(size: str, device: torch.device, budget: Budget) -> Records:
     from ldvc.model.route_attention import flex_stats
 
     _prepare_flex_guard()
-    records: Records = []
+    records = new_records()
     repeats = 5 if size == "paper" else 2
     for preset in _presets(size):
         base = _config(size, preset, "lctd")
@@ -225,7 +244,7 @@ def part_compiled(size: str, device: torch.device, budget: Budget) -> Records:
     # graphs without generating C++ (aot_eager): graph counts and breaks are the same.
     backend = "inductor" if device.type == "cuda" else "aot_eager"
     preset = _presets(size)[0]
-    records: Records = []
+    records = new_records()
     for m in METHODS:
         if not budget.allows(60 if size == "paper" else 5):
             records.append({"benchmark": "compiled_step", "method": m,
@@ -290,7 +309,7 @@ def part_flex(size: str, device: torch.device, budget: Budget) -> Records:
     B, h, grid, d, regions, topk = (16, 8, 32, 64, 8, 4) if size == "paper" else (1, 2, 8, 8, 4, 4)
     N = grid * grid
     gen = torch.Generator().manual_seed(0)
-    records: Records = []
+    records = new_records()
     for dtype in ([torch.float32, torch.bfloat16] if device.type == "cuda" else [torch.float32]):
         q, k, v = (torch.randn(B, h, N, d, generator=gen).to(device, dtype).requires_grad_() for _ in range(3))
         g = torch.randn(B, h, N, d, generator=gen).to(device, dtype)
@@ -388,7 +407,7 @@ def part_eval(size: str, device: torch.device, budget: Budget) -> Records:
     from benchmarks.setups import build_model, split_ids
 
     _prepare_flex_guard()
-    records: Records = []
+    records = new_records()
     preset = _presets(size)[0]
     n = 16 if size == "paper" else 4
     images, sizes = _eval_images(size, n)
@@ -482,7 +501,7 @@ def part_loader(size: str, device: torch.device, budget: Budget) -> Records:
         workers = [0, 1]
         argv = ["--images", "6", "--batch", "2", "--batches", "3", "--image-size", "64", "--workers", "0", "1"]
     args = loader.parse_args(argv)
-    records: Records = []
+    records = new_records()
     import shutil
     import tempfile
     from pathlib import Path

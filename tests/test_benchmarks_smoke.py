@@ -333,3 +333,18 @@ def test_device_check_fails_loudly_and_projects_from_the_measured_step() -> None
     assert voc["eval_hours"] == pytest.approx(2 * 1449 / 20.0 / 3600)
     assert proj[("coco_stuff", "zegclip")]["train_hours"] == pytest.approx(120000 * 16 / 100.0 / 3600)
     assert proj[("coco_stuff", "zegclip")]["eval_hours"] is None  # not measured: not invented
+
+
+def test_device_check_parts_that_do_not_fit_are_skipped_saying_so(tmp_path: Path) -> None:
+    """Each part has a budget and a minimum to start: with the run's time spent, a part is skipped and the
+    records and the report say why; a skipped part is not a failed check."""
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.device_check", "run", "--out", str(out), "--size", "tiny",
+                           "--parts", "flex", "compiled", "--budget", "14"],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "device_check.jsonl").read_text().splitlines()]
+    parts = {r["part"]: r for r in records if r["benchmark"] == "device_part"}
+    assert parts["compiled"]["status"] == "skipped" and "needed to start" in parts["compiled"]["reason"], parts
+    md = (out / "device_check.md").read_text()
+    assert "| compiled | skipped: " in md and "All checks held" in md
