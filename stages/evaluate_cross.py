@@ -10,11 +10,14 @@ names, every target class a candidate and no seen calibration (`--section`, ldvc
   never in the model's training vocabulary (ldvc.pipeline.novel_classes) are recorded
   (metrics.json `novel_classes`) and scored as the "unseen" part of the split, so mIoU(U) is their
   mean IoU and mIoU(S) that of the classes it was trained on; mIoU and pAcc cover every class.
+metrics.json also holds the per-class IoU (`per_class`: class, iou in %, seen = in the training
+vocabulary; null = the class is in neither prediction nor ground truth), as per_class_iou.csv does.
 
 The vocabulary is always `all` here. Launched with `python -m ldvc.launch`."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ldvc.pipeline import (
@@ -59,6 +62,14 @@ def target_split(classes: list[str], checkpoint: Any, open_vocab: bool) -> tuple
                    "novel_classes": split["unseen_names"], "num_novel_classes": len(novel)}
 
 
+def per_class_entries(per_class: dict[str, float], split: dict[str, Any]) -> list[dict[str, Any]]:
+    """[{class, iou, seen}] in class order for metrics.json (the format ldvc.reports reads); iou null
+    where nan (a class absent from prediction and ground truth)."""
+    unseen = set(split["unseen"])
+    return [{"class": name, "iou": None if math.isnan(per_class[name]) else round(per_class[name], 4),
+             "seen": i not in unseen} for i, name in enumerate(split["classes"])]
+
+
 def main() -> None:
     section, name = target_arguments(__doc__)
     base = load_stage_config(open_vocab=section.key == "open_vocab")
@@ -84,13 +95,15 @@ def main() -> None:
         with stage_run(section.evaluate_stage, cfg, tags=tags, main_process=main_process,
                        record_to=out / "eval_run.json") as run:
             # "cross" is the evaluation's setting for any target: target classes, no calibration
-            evaluate_checkpoint(cfg, "cross", split, data_root, checkpoint, weights, out, log=run.log_metrics)
+            result = evaluate_checkpoint(cfg, "cross", split, data_root, checkpoint, weights, out,
+                                         log=run.log_metrics)
             if main_process:
                 metrics = annotate_metrics(out, cfg, variant, seed, section.setting, checkpoint,
                                            dataset=dataset_label(target),
                                            extra={"cross_target": name, "target_section": section.key,
                                                   "source_dataset": dataset_label(cfg.data),
                                                   "clip_model": cfg.clip.model, "image_size": cfg.data.image_size,
+                                                  "per_class": per_class_entries(result["per_class"], split),
                                                   **extra})
                 run.set_tags(protocol_tags(metrics))
                 log_dataset_input(run, section.digest_file(name), "val", "evaluation")

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ldvc.config import load_config  # noqa: E402
 from ldvc.pipeline import SECTIONS, StageError, novel_classes, target_model  # noqa: E402
-from stages.evaluate_cross import target_split  # noqa: E402
+from stages.evaluate_cross import per_class_entries, target_split  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_LIKE = ["person", "dining table", "tv", "wall-other", "building-other", "potted plant", "floor-wood"]
@@ -86,3 +86,15 @@ def test_a_missing_every_class_model_stops_repro_in_its_first_stage(tmp_path: Pa
     assert not (repo / "data" / "inputs_open_vocab.json").exists()
     ok = subprocess.run([sys.executable, "-m", "stages.inputs"], cwd=repo, env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_per_class_iou_in_metrics_json_marks_the_novel_classes() -> None:
+    split = {"classes": ["blue", "red circle", "striped red"], "unseen": [1], "seen": [0, 2]}
+    entries = per_class_entries({"blue": 80.123456, "red circle": 12.5, "striped red": float("nan")}, split)
+    assert entries == [{"class": "blue", "iou": 80.1235, "seen": True},
+                       {"class": "red circle", "iou": 12.5, "seen": False},
+                       {"class": "striped red", "iou": None, "seen": True}]
+    from ldvc.reports.records import _per_class_from_rows  # what the reports read back
+
+    back = _per_class_from_rows(entries, "metrics.json")
+    assert [(c.name, c.seen) for c in back] == [("blue", True), ("red circle", False), ("striped red", True)]

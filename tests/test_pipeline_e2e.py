@@ -113,6 +113,8 @@ def _check_open_vocab(repo: Path) -> None:
     assert "split.unseen" not in record["protocol_deviations"]  # every class trained: the setting, not drift
     per_class = (repo / "runs" / "open_vocab" / "wide" / "seed0" / "per_class_iou.csv").read_text()
     assert per_class.count(",unseen,") == 9 and per_class.count(",seen,") == 12
+    assert [e["class"] for e in record["per_class"] if not e["seen"]] == [c for c in WIDE_CLASSES
+                                                                           if c in record["novel_classes"]]
     summary = json.loads((repo / "metrics" / "open_vocab.json").read_text())["wide"]
     assert summary["mIoU"] == pytest.approx(record["mIoU"], abs=1e-3)
     assert summary["mIoU_novel"] == pytest.approx(record["mIoU_unseen"], abs=1e-3)
