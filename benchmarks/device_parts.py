@@ -511,7 +511,10 @@ def part_loader(size: str, device: torch.device, budget: Budget) -> Records:
     tmp = Path(tempfile.mkdtemp(prefix="ldvc-loader-"))
     try:
         folder = SegmentationFolder(loader.write_dataset(tmp / "data", args.images, tuple(args.hw)), "train")
-        for w, pin, persistent in loader.settings(args, device):
+        # On a GPU the training loop's own setting (pinned, persistent workers) per worker count, the
+        # setting that matters, before any other: the budget may not cover more.
+        settings = ([(w, True, True) for w in workers] if device.type == "cuda" else loader.settings(args, device))
+        for w, pin, persistent in settings:
             if not budget.allows(8 if size == "paper" else 1):
                 records.append({"benchmark": "loader", "workers": w, "skipped": f"part budget: {budget.left():.0f} s"})
                 continue

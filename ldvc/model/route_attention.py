@@ -349,8 +349,9 @@ def _flex_signature(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tokens_pe
     a gradient is recorded, the autocast state, the region size and the routing width."""
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     autocast = torch.is_autocast_enabled(q.device.type) if q.device.type in ("cuda", "cpu") else False
+    tf32 = q.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32  # a global state dynamo may guard
     return (f"{tuple(q.shape)} {str(q.dtype).removeprefix('torch.')} {q.device} grad={grad} autocast={autocast} "
-            f"T={tokens_per_region} k={topk}")
+            f"tf32={tf32} T={tokens_per_region} k={topk}")
 
 
 def _admit_compiled_call(signature: str) -> bool:
