@@ -3,9 +3,10 @@
 A preset (presets/<name>.yaml) is a partial parameter tree that sets every protocol-defining key
 (ldvc/protocol.py) of its protocol, so switching between presets is exact and reversible (tests
 check this, and that `synthetic` reproduces the committed default). Sections that are mappings of
-named entries (`cross_dataset`) are replaced wholesale, not merged, so one preset's targets never
-linger in another's. params.yaml is edited in place with ruamel's round-trip loader (YAML 1.2, as
-DVC), keeping its comments, validated before it is written, and replaced atomically.
+named entries (`cross_dataset`, `ablation`, `open_vocab`) are replaced wholesale, not merged, so one
+preset's variants or targets never linger in another's. params.yaml is edited in place with ruamel's
+round-trip loader (YAML 1.2, as DVC), keeping its comments, validated before it is written, and
+replaced atomically.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from ruamel.yaml import YAML
 from ldvc.config import Config, ConfigError, config_from_dict, deep_merge, flatten, read_yaml
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"  # the presets of this code tree
-REPLACED_SECTIONS = ("cross_dataset",)  # named entries: replaced wholesale by a preset
+# Sections of named entries: replaced wholesale by a preset (so one preset's ablation variants or
+# targets never linger in another's); every preset sets each of them.
+REPLACED_SECTIONS = ("cross_dataset", "ablation", "open_vocab")
 
 
 def available(preset_dir: Path = PRESET_DIR) -> list[str]:

@@ -44,7 +44,8 @@ TRAINING_KEYS: tuple[str, ...] = (
     "train.poly_power", "train.min_lr", "train.grad_clip", "train.augment.*", "train.mixed_precision",
     "transductive.init_iter", "transductive.iters", "transductive.pseudo_threshold",
 )
-EVALUATION_KEYS: tuple[str, ...] = ("eval.mode", "eval.window", "eval.stride", "eval.seen_bias", "eval.vocabulary")
+EVALUATION_KEYS: tuple[str, ...] = ("eval.mode", "eval.window", "eval.stride", "eval.seen_bias", "eval.vocabulary",
+                                   "eval.mixed_precision")
 # Only the synthetic protocol defines its world and the pre-training of its CLIP.
 SYNTHETIC_KEYS: tuple[str, ...] = ("data.synthetic.train_images", "data.synthetic.val_images",
                                    "data.synthetic.min_objects", "data.synthetic.max_objects",

@@ -1,6 +1,8 @@
 """Stages `evaluate_cross@<target>` and `evaluate_open_vocab@<target>`: a trained model of every seed
 evaluated on one evaluation target (prepared by the matching prepare stage) with the TARGET's class
-names, every target class a candidate and no seen calibration (`--section`, ldvc.pipeline.SECTIONS):
+names and text (the reference prompts of ldvc/data/prompts.py: its class names and templates; a model's
+learned text prompts carry over to templates with the same prefix, ldvc/model/prompt_transfer.py), every
+target class a candidate and no seen calibration (`--section`, ldvc.pipeline.SECTIONS):
 
 - cross_dataset: the main inductive model (ZegCLIP's configs/cross_dataset/coco-to-{voc,context}.py);
   outputs runs/cross/<target>/seed<s>/;
@@ -78,9 +80,13 @@ def main() -> None:
     data_root = section.data_root(name)
 
     from ldvc.data.canonical import read_meta
+    from ldvc.data.prompts import DEFAULT_REFERENCE, dataset_prompts
     from ldvc.eval.evaluate import evaluate_checkpoint
 
     classes = read_meta(data_root)["classes"]
+    # the target's own text, as its reference implementation builds it (ZegCLIP's configs/cross_dataset
+    # evaluate each target with that dataset's embeddings); synthetic worlds: their names, the trained templates
+    prompts = dataset_prompts(target.dataset) if target.dataset in DEFAULT_REFERENCE else None
     weights = clip_weights()[1]
     main_process = is_main_process()
     for seed in base.seeds:
@@ -96,7 +102,7 @@ def main() -> None:
                        record_to=out / "eval_run.json") as run:
             # "cross" is the evaluation's setting for any target: target classes, no calibration
             result = evaluate_checkpoint(cfg, "cross", split, data_root, checkpoint, weights, out,
-                                         log=run.log_metrics)
+                                         log=run.log_metrics, prompts=prompts)
             if main_process:
                 metrics = annotate_metrics(out, cfg, variant, seed, section.setting, checkpoint,
                                            dataset=dataset_label(target),

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from ldvc.config import Config, ConfigError, config_from_dict
 from ldvc.data.dataset import DatasetError, EvalSet, SegmentationFolder, collate_list, shard_indices
+from ldvc.data.prompts import PromptSet
 from ldvc.eval.fragmentation import FragmentationMeter, summarize_fragmentation
 from ldvc.eval.inference import infer_labels
 from ldvc.eval.metrics import ConfusionMatrix, summarize
@@ -50,6 +51,7 @@ from ldvc.eval.visualize import confusion_figure, overlay_figure, to_uint8_image
 from ldvc.files import sha256_file
 from ldvc.model.build import build_model
 from ldvc.model.clip_loader import built_activation
+from ldvc.model.prompt_transfer import transfer_prompts
 from ldvc.train import checkpoint as ckpt_io
 from ldvc.train.layout import loader_workers
 from ldvc.train.loop import make_accelerator
@@ -93,10 +95,17 @@ def checkpoint_config(ckpt: dict, checkpoint: Path) -> Config:
 
 
 def load_model_for_eval(cfg: Config, ckpt: dict, checkpoint: Path, class_names: list[str],
-                        clip_weights: Path | None) -> torch.nn.Module:
+                        clip_weights: Path | None, templates: list[str] | None = None
+                        ) -> tuple[torch.nn.Module, list[dict] | None]:
     """The checkpoint's model (built from ITS config: an imported ZegCLIP checkpoint evaluates as
-    ZegCLIP whatever params.yaml's decoder is) for `class_names`, on the given CLIP weights."""
+    ZegCLIP whatever params.yaml's decoder is) for `class_names` (the strings its templates format),
+    on the given CLIP weights, and the prompt transfer report (None when the templates are the ones
+    it was trained with). `templates`: a target dataset's own templates; learned text prompts carry
+    over to those with the same prefix (ldvc/model/prompt_transfer.py)."""
     model_cfg = checkpoint_config(ckpt, checkpoint)
+    trained_templates = list(model_cfg.prompt.templates)
+    if templates is not None:
+        model_cfg.prompt.templates = list(templates)
     if model_cfg.clip.model != cfg.clip.model:
         raise ckpt_io.CheckpointError(
             f"checkpoint {checkpoint} was trained on CLIP {model_cfg.clip.model!r}, the config says "
@@ -110,8 +119,11 @@ def load_model_for_eval(cfg: Config, ckpt: dict, checkpoint: Path, class_names: 
             f"checkpoint {checkpoint} was trained on a CLIP built with {recorded}, this evaluation built {built}; "
             f"set clip.activation: {recorded} (the activation its CLIP weights were trained with)"
         )
-    ckpt_io.load_learnable_state(model, ckpt["model"], checkpoint)
-    return model.eval()
+    state, report = ckpt["model"], None
+    if model_cfg.prompt.templates != trained_templates:
+        state, report = transfer_prompts(model, state, trained_templates)
+    ckpt_io.load_learnable_state(model, state, checkpoint)
+    return model.eval(), report
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -141,8 +153,13 @@ def cross_split(classes: list[str]) -> dict[str, Any]:
 
 def evaluate_checkpoint(cfg: Config, setting: str, split: dict, data_root: str | Path, checkpoint: Path,
                         clip_weights: Path | None, out_dir: Path,
-                        log: Callable[[dict, int], None] | None = None) -> dict[str, Any]:
-    """Evaluate `checkpoint`; returns the metrics dict (also written to out_dir/metrics.json)."""
+                        log: Callable[[dict, int], None] | None = None,
+                        prompts: PromptSet | None = None) -> dict[str, Any]:
+    """Evaluate `checkpoint`; returns the metrics dict (also written to out_dir/metrics.json).
+
+    `prompts`: the text of another dataset's classes (a cross-dataset or open-vocabulary target:
+    its reference's class names and templates, ldvc.data.prompts); default: the split's class names
+    with the templates the checkpoint was trained with."""
     if setting not in EVAL_SETTINGS:
         raise ValueError(f"setting {setting!r} is not one of {EVAL_SETTINGS}")
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
@@ -162,12 +179,21 @@ def evaluate_checkpoint(cfg: Config, setting: str, split: dict, data_root: str |
 
     accelerator, _ = make_accelerator("no")
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    model = load_model_for_eval(cfg, ckpt, checkpoint, classes, clip_weights).to(accelerator.device)
+    if prompts is not None and len(prompts.names) != len(classes):
+        raise ValueError(f"{prompts.reference}'s prompt names for {prompts.dataset} are {len(prompts.names)}, the "
+                         f"dataset at {folder.root} has {len(classes)} classes")
+    text_names = list(prompts.names) if prompts is not None else classes
+    templates = list(prompts.templates) if prompts is not None else None
+    model, transfer = load_model_for_eval(cfg, ckpt, checkpoint, text_names, clip_weights, templates)
+    model = model.to(accelerator.device)
     unseen_only = e.vocabulary == "unseen"
     candidates = torch.tensor(split["unseen"], dtype=torch.long) if unseen_only else None
     scored = list(split["unseen"]) if unseen_only else list(range(len(classes)))
     device = accelerator.device
-    label_map = torch.full((256,), IGNORE_INDEX, dtype=torch.long)  # unseen vocabulary: others not scored
+    # The dataset's ignore value: 255, or 65535 in the 16-bit labels of datasets with more than 255
+    # classes (ADE20K-847, PASCAL Context-459), where 255 is a class.
+    ignore = int(folder.meta.get("ignore_index", IGNORE_INDEX))
+    label_map = torch.full((ignore + 1,), ignore, dtype=torch.long)  # unseen vocabulary: others not scored
     label_map[scored] = torch.tensor(scored, dtype=torch.long)
     label_map = label_map.to(device)
     candidates_dev = candidates.to(device) if candidates is not None else None
@@ -184,12 +210,12 @@ def evaluate_checkpoint(cfg: Config, setting: str, split: dict, data_root: str |
         overlay_dir.mkdir()
     accelerator.wait_for_everyone()
 
-    confusion = ConfusionMatrix(len(classes), device=device)
+    confusion = ConfusionMatrix(len(classes), ignore_index=ignore, device=device)
     amp = e.mixed_precision == "bf16" and device.type == "cuda"
     tf32 = device.type == "cuda"
     tf32_before = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32 or tf32_before
-    frag = FragmentationMeter(e.small_fragment_px)
+    frag = FragmentationMeter(e.small_fragment_px, ignore)
     n_images = 0
     t_start = time.perf_counter()
     for batch in tqdm(loader, desc=f"eval {setting}", unit="batch", disable=not main):
@@ -209,7 +235,7 @@ def evaluate_checkpoint(cfg: Config, setting: str, split: dict, data_root: str |
                 image = to_uint8_image(folder.load(b["index"])[0])
                 overlay_figure(overlay_dir / f"{b['id']}.png", image,
                                [("ground truth", label.numpy()), (f"prediction ({setting})", pred.numpy())],
-                               classes, title=b["id"], unseen=split["unseen"])
+                               classes, title=b["id"], unseen=split["unseen"], ignore_index=ignore)
     seconds = time.perf_counter() - t_start
     torch.backends.cuda.matmul.allow_tf32 = tf32_before
     matrix = accelerator.reduce(confusion.matrix.to(device), reduction="sum").cpu()
@@ -227,6 +253,10 @@ def evaluate_checkpoint(cfg: Config, setting: str, split: dict, data_root: str |
                     "images_per_s": n_total / slowest if slowest > 0 else float("nan"),
                     "device": str(device), "eval_precision": "bf16" if amp else "fp32", "tf32": tf32,
                     "class_chunk": e.class_chunk})
+    if prompts is not None:  # which text the target was scored with, and how much of the learned side it used
+        metrics["text_prompts"] = {"reference": prompts.reference, "source": prompts.source,
+                                   "inferred": prompts.inferred, "templates": list(prompts.templates),
+                                   "prompts_from": transfer}
     if main:
         _atomic_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=True) + "\n")
         _write_per_class(out_dir / "per_class_iou.csv", summary, matrix, split)

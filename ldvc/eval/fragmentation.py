@@ -24,12 +24,14 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 KEYS = ("components_pred", "small_share_pred", "components_gt", "small_share_gt")
 
 
-def image_fragmentation(label_map: np.ndarray, small_px: int) -> tuple[float, float] | None:
+def image_fragmentation(label_map: np.ndarray, small_px: int,
+                        ignore_index: int = IGNORE_INDEX) -> tuple[float, float] | None:
     """(mean components per present class, share of pixels in small components) of one (H, W)
-    map; None when the map has no class pixels."""
+    map; None when the map has no class pixels. `ignore_index`: the dataset's (255, or 65535 for
+    the 16-bit labels of datasets with more than 255 classes, where 255 is a class)."""
     comps, small = [], []
     for c in np.unique(label_map):
-        if c == IGNORE_INDEX:
+        if c == ignore_index:
             continue
         lab, n = ndimage.label(label_map == c, structure=_EIGHT)
         sizes = np.bincount(lab.ravel())[1:]  # component sizes, background (0) dropped
@@ -43,14 +45,14 @@ def image_fragmentation(label_map: np.ndarray, small_px: int) -> tuple[float, fl
 class FragmentationMeter:
     """Accumulates per-image fragmentation sums; `totals()` is a tensor for cross-process sums."""
 
-    def __init__(self, small_px: int) -> None:
-        self.small_px = small_px
+    def __init__(self, small_px: int, ignore_index: int = IGNORE_INDEX) -> None:
+        self.small_px, self.ignore_index = small_px, ignore_index
         # [sum comps pred, sum small pred, n pred, sum comps gt, sum small gt, n gt]
         self.sums = torch.zeros(6, dtype=torch.float64)
 
     def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
         for offset, m in ((0, pred), (3, gt)):
-            r = image_fragmentation(m.cpu().numpy().astype(np.int64), self.small_px)
+            r = image_fragmentation(m.cpu().numpy().astype(np.int64), self.small_px, self.ignore_index)
             if r is not None:
                 self.sums[offset:offset + 3] += torch.tensor([r[0], r[1], 1.0], dtype=torch.float64)
 

@@ -36,20 +36,21 @@ def palette(n: int) -> np.ndarray:
     return np.concatenate([base, (extra * 255).astype(np.uint8)])
 
 
-def colourize(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """(H, W) class indices (255 = ignore, drawn black) -> (H, W, 3) uint8."""
+def colourize(labels: np.ndarray, colours: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """(H, W) class indices (`ignore_index`, 255 or a 16-bit dataset's 65535, drawn black) -> (H, W, 3) uint8."""
     out = np.empty((*labels.shape, 3), dtype=np.uint8)
     out[:] = IGNORE_COLOUR
-    valid = labels != IGNORE_INDEX
+    valid = labels != ignore_index
     out[valid] = colours[labels[valid]]
     return out
 
 
-def blend(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+def blend(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: float = 0.55,
+          ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Colour the labelled pixels of an (H, W, 3) uint8 image; ignored pixels stay as they are."""
-    col = colourize(labels, colours).astype(np.float32)
+    col = colourize(labels, colours, ignore_index).astype(np.float32)
     out = image.astype(np.float32)
-    valid = labels != IGNORE_INDEX
+    valid = labels != ignore_index
     out[valid] = (1 - alpha) * out[valid] + alpha * col[valid]
     return out.clip(0, 255).astype(np.uint8)
 
@@ -73,7 +74,8 @@ def save_figure_atomic(fig: plt.Figure, path: Path, dpi: int = 100) -> None:
 
 
 def overlay_figure(path: Path, image: np.ndarray, panels: Sequence[tuple[str, np.ndarray]],
-                   class_names: Sequence[str], title: str = "", unseen: Sequence[int] = ()) -> None:
+                   class_names: Sequence[str], title: str = "", unseen: Sequence[int] = (),
+                   ignore_index: int = IGNORE_INDEX) -> None:
     """Image plus one blended panel per (title, (H, W) label map), and a legend of the classes
     that occur in any panel (unseen class names marked with '*')."""
     colours = palette(len(class_names))
@@ -83,9 +85,9 @@ def overlay_figure(path: Path, image: np.ndarray, panels: Sequence[tuple[str, np
     axes[0].set_title(title or "image", fontsize=9)
     present: set[int] = set()
     for ax, (name, lab) in zip(axes[1:], panels):
-        ax.imshow(blend(image, lab, colours))
+        ax.imshow(blend(image, lab, colours, ignore_index=ignore_index))
         ax.set_title(name, fontsize=9)
-        present |= {int(c) for c in np.unique(lab) if c != IGNORE_INDEX}
+        present |= {int(c) for c in np.unique(lab) if c != ignore_index}
     for ax in axes:
         ax.axis("off")
     unseen_set = set(unseen)
