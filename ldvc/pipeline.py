@@ -84,9 +84,10 @@ class TargetSection:
     cross_dataset: the main INDUCTIVE model of every seed on other datasets (ZegCLIP's
     configs/cross_dataset); open_vocab: the model trained on EVERY class (open_vocab.model, an
     ablation variant) on other datasets' full vocabularies (SAN / CAT-Seg's open-vocabulary protocol).
-    Both are prepared like the training data and evaluated with every target class a candidate and no
-    seen-class calibration; one stage module each (stages/prepare_cross.py, stages/evaluate_cross.py)
-    serves both sections."""
+    Both are prepared from the same sources, cache and checks as the training data, but with their
+    validation split only (TARGET_SPLITS: what evaluation reads), and evaluated with every target class
+    a candidate and no seen-class calibration; one stage module each (stages/prepare_cross.py,
+    stages/evaluate_cross.py) serves both sections."""
 
     key: str  # params.yaml section: cross_dataset | open_vocab
     setting: str  # the records' setting: cross | open_vocab
@@ -107,6 +108,10 @@ class TargetSection:
         """runs/cross/<target> | runs/open_vocab/<target>: one seed<s>/ folder per evaluated seed."""
         return RUNS / self.setting / target
 
+
+# The splits an evaluation target is prepared with (ldvc.data.prepare.prepare_dataset `splits`, and the
+# inputs stages' fingerprint_inputs): val only; no archive, extraction or conversion only training needs.
+TARGET_SPLITS: tuple[str, ...] = ("val",)
 
 SECTIONS: dict[str, TargetSection] = {
     "cross_dataset": TargetSection("cross_dataset", "cross", CROSS_INPUTS_FILE, "prepare_cross", "evaluate_cross",

@@ -16,7 +16,10 @@ is a corrupt annotation and raises, naming the file.
 
 Splits: val = validation (what every reference evaluates), train = training: our choice to prepare
 both (the archive holds both, the images are only hard-linked, and the dataset then also works as
-data.dataset, e.g. for a fully supervised ADE run); the cost is the conversion of 20,210 label PNGs.
+data.dataset, e.g. for a fully supervised ADE run); the cost is the conversion of 20,210 label PNGs,
+paid only by a dataset prepared as `data`: as an evaluation target (`splits` = val only) the
+training folders are neither extracted (ldvc/data/sources.py TRAIN_ONLY_MEMBERS) nor required nor
+converted.
 Images are used as they are (hard link or byte copy; a non-RGB JPEG becomes an RGB PNG, as for every
 dataset: canonical.write_image) - the references also read the original JPEGs.
 """
@@ -46,14 +49,16 @@ class AdeLayoutError(VocLayoutError):
     """The extracted ADEChallengeData2016 does not have the expected layout."""
 
 
-def find_ade_root(base: Path) -> Path:
-    """The ADEChallengeData2016 directory (images/ and annotations/, each with training/ and validation/)."""
+def find_ade_root(base: Path, splits: tuple[str, ...] = canonical.SPLITS) -> Path:
+    """The ADEChallengeData2016 directory (images/ and annotations/, each with the folders of `splits`:
+    training/ and validation/)."""
+    names = [SPLIT_DIRS[s] for s in splits]
+    folders = "{" + ",".join(names) + "}" if len(names) > 1 else names[0]
     try:
         return find_dir(
             base,
-            lambda d: all((d / sub / name).is_dir() for sub in ("images", "annotations")
-                          for name in SPLIT_DIRS.values()),
-            "ADEChallengeData2016 directory (images/{training,validation} and annotations/{training,validation})",
+            lambda d: all((d / sub / name).is_dir() for sub in ("images", "annotations") for name in names),
+            f"ADEChallengeData2016 directory (images/{folders} and annotations/{folders})",
         )
     except VocLayoutError as exc:
         raise AdeLayoutError(str(exc)) from None
@@ -68,10 +73,12 @@ def convert_label(raw: np.ndarray, where: str = "") -> np.ndarray:
     return RAW_TO_TRAIN[raw]
 
 
-def plan_ade20k_150(ade_root: Path) -> dict[str, list[tuple[str, str, str, str]]]:
-    """Per split, the (split, id, image file, annotation PNG) of every image; every image needs its PNG."""
+def plan_ade20k_150(ade_root: Path,
+                    splits: tuple[str, ...] = canonical.SPLITS) -> dict[str, list[tuple[str, str, str, str]]]:
+    """Per split of `splits`, the (split, id, image file, annotation PNG) of every image; every image needs its PNG."""
     plan: dict[str, list[tuple[str, str, str, str]]] = {}
-    for split, name in SPLIT_DIRS.items():
+    for split in splits:
+        name = SPLIT_DIRS[split]
         images = {p.stem: p for p in (ade_root / "images" / name).iterdir() if p.suffix.lower() == ".jpg"}
         labels = {p.stem: p for p in (ade_root / "annotations" / name).iterdir() if p.suffix.lower() == ".png"}
         if not images:
@@ -98,17 +105,19 @@ def _convert_one(item: tuple[str, str, str, str], out: str) -> tuple[str, str]:
     return split, image_id
 
 
-def prepare_ade20k_150(ade_base: Path, out_root: Path, num_workers: int = 4,
-                       source: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Convert the extracted ADEChallengeData2016 under `ade_base` into `out_root`; returns meta."""
-    ade_root = find_ade_root(Path(ade_base))
-    plan = plan_ade20k_150(ade_root)
-    with canonical.staging(out_root) as tmp:
-        canonical.parallel_map(functools.partial(_convert_one, out=str(tmp)), plan["train"] + plan["val"],
+def prepare_ade20k_150(ade_base: Path, out_root: Path, num_workers: int = 4, source: dict[str, Any] | None = None,
+                       splits: tuple[str, ...] = canonical.SPLITS) -> dict[str, Any]:
+    """Convert the extracted ADEChallengeData2016 under `ade_base` into `out_root` (`splits`: both, or
+    val only for an evaluation target); returns meta."""
+    ade_root = find_ade_root(Path(ade_base), splits)
+    plan = plan_ade20k_150(ade_root, splits)
+    with canonical.staging(out_root, splits) as tmp:
+        canonical.parallel_map(functools.partial(_convert_one, out=str(tmp)), [i for s in splits for i in plan[s]],
                                num_workers, "ADE20K-150 -> canonical")
-        splits = {s: len(canonical.write_list(tmp, s, [i[1] for i in plan[s]])) for s in SPLIT_DIRS}
-        canonical.write_meta(tmp, "ade20k_150", ADE20K_150_CLASSES, splits, {
-            **(source or {}), "ade_root": str(ade_root), "official_counts": splits == OFFICIAL_COUNTS,
+        counts = {s: len(canonical.write_list(tmp, s, [i[1] for i in plan[s]])) for s in splits}
+        canonical.write_meta(tmp, "ade20k_150", ADE20K_150_CLASSES, counts, {
+            **(source or {}), "ade_root": str(ade_root),
+            "official_counts": all(counts[s] == OFFICIAL_COUNTS[s] for s in splits),
             "mapping": "annotation k (1..150) -> k - 1, 0 -> 255 (ignore)",
         })
     return canonical.read_meta(out_root)

@@ -41,8 +41,10 @@ Deviations, each our choice:
   bit-exact across versions and CPUs (that is INTER_LINEAR_EXACT), so neither can we.
 - A non-RGB image (grayscale, CMYK) is converted to RGB before the resize; the reference resizes and
   saves it in its own mode (a grayscale JPEG; CMYK would fail to save as JPEG there).
-- The training split is prepared too (FC-CLIP's script does; CAT-Seg's skips it), so the dataset
-  also works as data.dataset; as an evaluation target only val is read.
+- The training split is prepared too when the dataset is `data` (FC-CLIP's script does; CAT-Seg's
+  skips it), so the dataset also works as data.dataset; as an evaluation target (`splits` = val
+  only) only validation is prepared, as CAT-Seg does: images/ADE/training is neither extracted
+  (ldvc/data/sources.py TRAIN_ONLY_MEMBERS) nor walked nor converted.
 """
 
 from __future__ import annotations
@@ -77,13 +79,15 @@ class AdeFullAnnotationError(ValueError):
     """An ADE20K image or its _seg.png cannot be read or does not fit (names the file)."""
 
 
-def find_ade_full_root(base: Path) -> Path:
-    """The ADE20K_2021_17_01 directory (images/ADE/training and images/ADE/validation)."""
+def find_ade_full_root(base: Path, splits: tuple[str, ...] = canonical.SPLITS) -> Path:
+    """The ADE20K_2021_17_01 directory (images/ADE/training and images/ADE/validation; the folders of
+    `splits` only)."""
+    names = [SPLIT_DIRS[s] for s in splits]
     try:
         return find_dir(
             base,
-            lambda d: all((d / "images" / "ADE" / name).is_dir() for name in SPLIT_DIRS.values()),
-            "ADE20K_2021_17_01 directory (images/ADE/training and images/ADE/validation)",
+            lambda d: all((d / "images" / "ADE" / name).is_dir() for name in names),
+            f"ADE20K_2021_17_01 directory ({' and '.join(f'images/ADE/{n}' for n in names)})",
         )
     except VocLayoutError as exc:
         raise AdeFullLayoutError(
@@ -98,11 +102,13 @@ def split_of(file_name: str) -> str:
     return "val" if len(parts) > 1 and parts[1] == "val" else "train"
 
 
-def plan_ade20k_847(ade_root: Path) -> dict[str, list[tuple[str, str, str, str]]]:
-    """Per split, the (split, id, image, _seg.png) of every ADE_*.jpg below images/ADE/<split folder>."""
+def plan_ade20k_847(ade_root: Path,
+                    splits: tuple[str, ...] = canonical.SPLITS) -> dict[str, list[tuple[str, str, str, str]]]:
+    """Per split of `splits`, the (split, id, image, _seg.png) of every ADE_*.jpg below images/ADE/<split folder>."""
     plan: dict[str, list[tuple[str, str, str, str]]] = {}
     seen: dict[str, Path] = {}
-    for split, name in SPLIT_DIRS.items():
+    for split in splits:
+        name = SPLIT_DIRS[split]
         folder = ade_root / "images" / "ADE" / name
         items = []
         for image in sorted(folder.rglob("ADE_*.jpg")):
@@ -212,17 +218,19 @@ def _convert_one(item: tuple[str, str, str, str], out: str) -> tuple[str, str]:
     return split, image_id
 
 
-def prepare_ade20k_847(ade_base: Path, out_root: Path, num_workers: int = 4,
-                       source: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Convert the extracted ADE20K_2021_17_01 release under `ade_base` into `out_root`; returns meta."""
-    ade_root = find_ade_full_root(Path(ade_base))
-    plan = plan_ade20k_847(ade_root)
-    with canonical.staging(out_root) as tmp:
-        canonical.parallel_map(functools.partial(_convert_one, out=str(tmp)), plan["train"] + plan["val"],
+def prepare_ade20k_847(ade_base: Path, out_root: Path, num_workers: int = 4, source: dict[str, Any] | None = None,
+                       splits: tuple[str, ...] = canonical.SPLITS) -> dict[str, Any]:
+    """Convert the extracted ADE20K_2021_17_01 release under `ade_base` into `out_root` (`splits`: both,
+    or val only for an evaluation target); returns meta."""
+    ade_root = find_ade_full_root(Path(ade_base), splits)
+    plan = plan_ade20k_847(ade_root, splits)
+    with canonical.staging(out_root, splits) as tmp:
+        canonical.parallel_map(functools.partial(_convert_one, out=str(tmp)), [i for s in splits for i in plan[s]],
                                num_workers, "ADE20K-847 -> canonical")
-        splits = {s: len(canonical.write_list(tmp, s, [i[1] for i in plan[s]])) for s in SPLIT_DIRS}
-        canonical.write_meta(tmp, "ade20k_847", ADE20K_847_CLASSES, splits, {
-            **(source or {}), "ade_root": str(ade_root), "official_counts": splits == OFFICIAL_COUNTS,
+        counts = {s: len(canonical.write_list(tmp, s, [i[1] for i in plan[s]])) for s in splits}
+        canonical.write_meta(tmp, "ade20k_847", ADE20K_847_CLASSES, counts, {
+            **(source or {}), "ade_root": str(ade_root),
+            "official_counts": all(counts[s] == OFFICIAL_COUNTS[s] for s in splits),
             "mapping": "class id (R // 10) * 256 + G of _seg.png -> trainId of the 847 categories, else 65535",
             "resize": f"short side > {MAX_SIZE} -> {MAX_SIZE} (image bilinear, label nearest); images re-encoded "
                       f"as JPEG at PIL's defaults",

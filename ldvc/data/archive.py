@@ -13,7 +13,11 @@ Zip symlinks are rejected if they escape and otherwise written as plain files ho
 
 Everything is extracted into a temporary sibling directory that is renamed to the destination
 when complete, so a rejected or interrupted extraction leaves nothing behind; a marker file
-records the archive's fingerprint so a re-run skips an extraction that already happened. That
+records the archive's fingerprint so a re-run skips an extraction that already happened.
+`exclude` leaves out member folders (a validation-only preparation skips the training folders,
+ldvc/data/sources.py TRAIN_ONLY_MEMBERS); such an extraction is recorded as partial, and a complete
+extraction of the same archive already in place serves it too (nothing is extracted again), while a
+later complete request replaces a partial one. That
 directory is made like any mkdir (0o777 & ~umask, `canonical.fresh_dir`), not 0700 as
 `tempfile.mkdtemp` would, so other users of a shared server can read the extracted data.
 
@@ -123,20 +127,28 @@ def extract_archive(
     *,
     fingerprint: str | None = None,
     include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
     progress: bool = True,
 ) -> Path:
     """Extract `archive` into `dest` (created atomically); returns `dest`.
 
     `include`: member-name prefixes to extract (e.g. only VOC's segmentation folders); None = all.
+    `exclude`: folders not to extract, each as consecutive path components matched at any depth
+    ("images/training" skips `<anything>/images/training/...`); None = none.
     `fingerprint` (e.g. the archive's sha256) identifies the archive in the marker file: when the
-    marker matches, the extraction is skipped."""
+    marker matches (or records a complete extraction of it and `exclude` is given), the extraction
+    is skipped."""
     archive, dest = Path(archive), Path(dest)
     stamp = {"archive": archive.name, "fingerprint": fingerprint or _weak_fingerprint(archive),
              "include": list(include) if include else None}
+    complete = dict(stamp)
+    if exclude:  # recorded only when used, so the markers of complete extractions stay as they were
+        stamp["exclude"] = list(exclude)
     marker = dest / MARKER
     if marker.exists():
         try:
-            if json.loads(marker.read_text()) == stamp:
+            found = json.loads(marker.read_text())
+            if found == stamp or found == complete:
                 return dest
         except ValueError:
             pass
@@ -146,9 +158,9 @@ def extract_archive(
     try:
         try:
             if kind == "zip":
-                _extract_zip(archive, tmp, include, progress)
+                _extract_zip(archive, tmp, include, exclude, progress)
             else:
-                _extract_tar(archive, tmp, include, progress)
+                _extract_tar(archive, tmp, include, exclude, progress)
         except BaseException as err:
             if not _is_corrupt_data(err):
                 raise
@@ -165,11 +177,21 @@ def extract_archive(
     return dest
 
 
-def _wanted(name: str, include: Sequence[str] | None) -> bool:
-    return include is None or any(name == p.rstrip("/") or name.startswith(p.rstrip("/") + "/") for p in include)
+def _wanted(name: str, include: Sequence[str] | None, exclude: Sequence[str] | None = None) -> bool:
+    if include is not None and not any(name == p.rstrip("/") or name.startswith(p.rstrip("/") + "/")
+                                       for p in include):
+        return False
+    return not exclude or not any(_has_folder(name, folder) for folder in exclude)
 
 
-def _extract_tar(archive: Path, out: Path, include: Sequence[str] | None, progress: bool) -> None:
+def _has_folder(name: str, folder: str) -> bool:
+    """Whether member `name` is (inside) a folder whose path ends with the components of `folder`."""
+    parts, want = name.split("/"), [p for p in folder.split("/") if p]
+    return any(parts[i:i + len(want)] == want for i in range(len(parts) - len(want) + 1))
+
+
+def _extract_tar(archive: Path, out: Path, include: Sequence[str] | None, exclude: Sequence[str] | None,
+                 progress: bool) -> None:
     with tarfile.open(archive, "r:*") as tf, tqdm(desc=f"extract {archive.name}", unit=" files",
                                                    disable=not progress) as bar:
         # Iterating reads headers lazily: each member is checked before it is written.
@@ -181,7 +203,7 @@ def _extract_tar(archive: Path, out: Path, include: Sequence[str] | None, progre
                 check_link_target(m.name, m.linkname, archive, hard=True)
             elif m.isdev():
                 raise UnsafeArchiveError(f"{archive}: member {m.name!r} is a device file or FIFO; refusing to extract")
-            if not _wanted(name, include):
+            if not _wanted(name, include, exclude):
                 continue
             try:
                 tf.extract(m, out, set_attrs=False, filter="data")
@@ -211,7 +233,8 @@ def _check_tar_end(archive: Path, end: int) -> None:
         )
 
 
-def _extract_zip(archive: Path, out: Path, include: Sequence[str] | None, progress: bool) -> None:
+def _extract_zip(archive: Path, out: Path, include: Sequence[str] | None, exclude: Sequence[str] | None,
+                 progress: bool) -> None:
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         chosen = []
@@ -222,7 +245,7 @@ def _extract_zip(archive: Path, out: Path, include: Sequence[str] | None, progre
                 check_link_target(info.filename, zf.read(info).decode("utf-8", "replace"), archive)
             elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
                 raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a device file or FIFO")
-            if _wanted(name, include):
+            if _wanted(name, include, exclude):
                 chosen.append(info)
         root = out.resolve()
         for info in tqdm(chosen, desc=f"extract {archive.name}", unit=" files", disable=not progress):

@@ -1,11 +1,20 @@
 """The canonical on-disk dataset format that every preparer writes and every loader reads.
 
     <root>/meta.json               {"dataset", "classes" (train-id order), "ignore_index": 255 | 65535,
-                                    "splits": {"train": n, "val": n}, "source": {provenance}}
+                                    "splits": {"train": n, "val": n} | {"val": n}, "source": {provenance}}
     <root>/images/<split>/<id>.jpg|png   RGB (a non-RGB source image is converted and stored as PNG)
     <root>/labels/<split>/<id>.png       0..C-1 = train ids; up to 255 classes: 8-bit, 255 = ignore;
                                          more (ADE20K-847, PASCAL Context-459): 16-bit, 65535 = ignore
     <root>/lists/<split>.txt             one id per line, sorted
+
+Splits: meta.json's "splits" names exactly the splits a dataset has. A dataset prepared as `data`
+(the training data) has both; an evaluation target (params.yaml `cross_dataset`, `open_vocab.targets`)
+is prepared with its validation split only (`EVAL_SPLITS`: no train list, images or labels; the
+archives and conversions only training needs are skipped, ldvc/data/sources.py). Such a
+validation-only dataset is accepted by `validate_canonical(root, splits=EVAL_SPLITS)`; everything that
+needs a training split (`validate_canonical` by default, the download stage's check, the training
+loader `ldvc.data.dataset.SegmentationFolder(root, "train")`) refuses it with `missing_split_error`,
+which says what the folder is and how to get training data.
 
 Wide vocabularies: 847 or 459 train ids do not fit 8 bits below 255, so such datasets store 16-bit
 grayscale PNG labels whose ignore value is 65535 (`ignore_index_for`), the convention of the
@@ -51,6 +60,7 @@ from tqdm import tqdm
 IGNORE_INDEX = 255
 WIDE_IGNORE_INDEX = 65535  # datasets of more than 255 classes (16-bit labels)
 SPLITS = ("train", "val")
+EVAL_SPLITS = ("val",)  # an evaluation target: validation split only
 IMAGE_EXTS = (".jpg", ".png")
 META_FILE = "meta.json"
 
@@ -162,6 +172,31 @@ def read_meta(root: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def recorded_splits(meta: dict[str, Any], where: str | os.PathLike = "") -> tuple[str, ...]:
+    """The splits meta.json records (in SPLITS order); raises for a malformed "splits" entry."""
+    splits = meta.get("splits")
+    if not isinstance(splits, dict) or not splits or set(splits) - set(SPLITS):
+        raise CanonicalFormatError(
+            f"{where}/{META_FILE}: 'splits' must map some of {list(SPLITS)} to image counts, found {splits!r}; "
+            f"re-run the data preparation"
+        )
+    return tuple(s for s in SPLITS if s in splits)
+
+
+def missing_split_error(root: str | os.PathLike, split: str, meta: dict[str, Any]) -> CanonicalFormatError:
+    """The error for a dataset without `split` (e.g. training on a validation-only evaluation target)."""
+    have = list(recorded_splits(meta, root))
+    if have == list(EVAL_SPLITS):
+        what = (f"{root} is a validation-only dataset (meta.json records the splits {have}): an evaluation target "
+                f"(params.yaml cross_dataset / open_vocab.targets) is prepared without its training split")
+        fix = ("training needs a dataset prepared as `data` with both splits: set data.dataset and run the "
+               "download stage (dvc repro download), and point data.root at its output, not at a target's folder")
+    else:
+        what = f"{root} has no {split!r} split (meta.json records the splits {have})"
+        fix = "re-run the data preparation (dvc repro download)"
+    return CanonicalFormatError(f"{what}; {fix}")
+
+
 def list_ids(root: str | os.PathLike, split: str) -> list[str]:
     path = list_path(root, split)
     if not path.exists():
@@ -183,11 +218,24 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     return lab.astype(np.uint16)
 
 
-def validate_canonical(root: str | os.PathLike, check_pixels: bool = False) -> dict[str, Any]:
+def validate_canonical(root: str | os.PathLike, check_pixels: bool = False,
+                       splits: Sequence[str] = SPLITS) -> dict[str, Any]:
     """Check the layout of a prepared dataset; returns its meta. Raises `CanonicalFormatError`
-    naming the first problem. `check_pixels` also opens every label (slow on big datasets)."""
+    naming the first problem. `check_pixels` also opens every label (slow on big datasets).
+
+    `splits`: the splits the dataset must have: both (the default: training data) or `EVAL_SPLITS`
+    (a validation-only dataset, an evaluation target, is then accepted). Every split meta.json
+    records is checked; a list file of a split it does not record is an error (a mixed-up tree)."""
     root = Path(root)
     meta = read_meta(root)
+    have = recorded_splits(meta, root)
+    for split in splits:
+        if split not in have:
+            raise missing_split_error(root, split, meta)
+    for split in SPLITS:
+        if split not in have and list_path(root, split).exists():
+            raise CanonicalFormatError(f"{list_path(root, split)} exists but {root}/{META_FILE} records only the "
+                                       f"splits {list(have)}; re-run the data preparation")
     classes = meta["classes"]
     if not isinstance(classes, list) or not classes or len(set(classes)) != len(classes):
         raise CanonicalFormatError(f"{root}/meta.json: 'classes' must be a non-empty list of unique names")
@@ -197,7 +245,7 @@ def validate_canonical(root: str | os.PathLike, check_pixels: bool = False) -> d
             f"{root}/meta.json: ignore_index is {meta['ignore_index']!r}, expected {ignore} for {len(classes)} classes "
             f"(8-bit labels with ignore 255 up to 255 classes, 16-bit with 65535 beyond); re-run the data preparation"
         )
-    for split in SPLITS:
+    for split in have:
         ids = list_ids(root, split)
         if not ids:
             raise CanonicalFormatError(f"{list_path(root, split)}: split {split!r} is empty")
@@ -244,16 +292,17 @@ def validate_canonical(root: str | os.PathLike, check_pixels: bool = False) -> d
 
 
 @contextlib.contextmanager
-def staging(out_root: str | os.PathLike) -> Iterator[Path]:
+def staging(out_root: str | os.PathLike, splits: Sequence[str] = SPLITS) -> Iterator[Path]:
     """Yield a temporary sibling of `out_root` to write into; on success it replaces `out_root`
-    (the old tree is removed only after the new one is in place); on error it is deleted."""
+    (the old tree is removed only after the new one is in place); on error it is deleted.
+    images/<split> and labels/<split> are pre-created for `splits` only."""
     out_root = Path(out_root)
     out_root.parent.mkdir(parents=True, exist_ok=True)
     tmp = fresh_dir(out_root.parent, f".{out_root.name}.partial-")
     try:
         # lists/ holds files (lists/<split>.txt, made by write_list): no per-split folders there.
         for sub in ("images", "labels"):
-            for split in SPLITS:
+            for split in splits:
                 (tmp / sub / split).mkdir(parents=True, exist_ok=True)
         yield tmp
     except BaseException:

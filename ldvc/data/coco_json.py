@@ -36,6 +36,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from ldvc.data import canonical
+from ldvc.data.sources import input_path
 
 if TYPE_CHECKING:
     from ldvc.config import CocoJsonConfig
@@ -45,15 +46,18 @@ class CocoJsonError(ValueError):
     """The COCO-format dataset description is incomplete or inconsistent."""
 
 
-def _required_paths(cfg: CocoJsonConfig, repo_root: Path) -> dict[str, Path]:
-    keys = ("train_images", "train_annotations", "val_images", "val_annotations")
+def _required_paths(cfg: CocoJsonConfig, repo_root: Path,
+                    splits: tuple[str, ...] = canonical.SPLITS) -> dict[str, Path]:
+    """The image folder and annotation file of each split of `splits`, resolved against the repository
+    root (ldvc/data/sources.py, "Paths"); a validation-only target needs only the val_* keys."""
+    keys = tuple(f"{s}_{what}" for s in splits for what in ("images", "annotations"))
     missing = [k for k in keys if not getattr(cfg, k)]
     if missing:
         raise CocoJsonError(
             f"data.dataset = coco_json needs data.coco_json.{missing[0]} (missing: {missing}); set the "
             f"image folders and annotation JSON files of your dataset in params.yaml"
         )
-    paths = {k: (repo_root / str(getattr(cfg, k))).resolve() for k in keys}
+    paths = {k: input_path(str(getattr(cfg, k)), repo_root) for k in keys}
     for k, p in paths.items():
         if (k.endswith("images") and not p.is_dir()) or (k.endswith("annotations") and not p.is_file()):
             raise CocoJsonError(f"data.coco_json.{k}: {p} does not exist")
@@ -82,19 +86,23 @@ def categories_by_id(annotation_file: str | os.PathLike) -> list[dict[str, Any]]
     return sorted(cats, key=lambda c: c["id"])
 
 
-def coco_json_classes(cfg: CocoJsonConfig, repo_root: Path | None = None) -> list[str]:
-    """Class names in train-id order: `cfg.classes`, else the train file's category names."""
+def coco_json_classes(cfg: CocoJsonConfig, repo_root: Path | None = None,
+                      splits: tuple[str, ...] = canonical.SPLITS) -> list[str]:
+    """Class names in train-id order: `cfg.classes`, else the train file's category names (for a
+    validation-only target without a train file: the val file's)."""
     if cfg.classes:
         return list(cfg.classes)
-    if not cfg.train_annotations:
+    if not cfg.train_annotations and "train" not in splits and cfg.val_annotations:
+        path = Path(cfg.val_annotations)
+    elif not cfg.train_annotations:
         raise CocoJsonError("data.coco_json.train_annotations is not set (needed for the class list)")
-    path = Path(cfg.train_annotations)
-    if not path.is_absolute():
-        if repo_root is None:
-            from ldvc.config import repo_root as find_repo_root
+    else:
+        path = Path(cfg.train_annotations)
+    if repo_root is None:
+        from ldvc.config import repo_root as find_repo_root
 
-            repo_root = find_repo_root()
-        path = repo_root / path
+        repo_root = find_repo_root()
+    path = input_path(path, repo_root)
     return [c["name"] for c in categories_by_id(path)]
 
 
@@ -229,17 +237,19 @@ def plan_split(split: str, images_dir: Path, ann_file: Path, classes: list[str])
     return items, stats
 
 
-def prepare_coco_json(cfg: CocoJsonConfig, out_root: Path, repo_root: Path, num_workers: int = 4) -> dict[str, Any]:
-    """Rasterise the train/val COCO-format annotations into `out_root`; returns meta."""
-    paths = _required_paths(cfg, Path(repo_root))
-    classes = coco_json_classes(cfg, Path(repo_root))
+def prepare_coco_json(cfg: CocoJsonConfig, out_root: Path, repo_root: Path, num_workers: int = 4,
+                      splits: tuple[str, ...] = canonical.SPLITS) -> dict[str, Any]:
+    """Rasterise the COCO-format annotations of `splits` (train and val, or val only for an evaluation
+    target) into `out_root`; returns meta."""
+    paths = _required_paths(cfg, Path(repo_root), splits)
+    classes = coco_json_classes(cfg, Path(repo_root), splits)
     plans, stats = {}, {}
-    for split in ("train", "val"):
+    for split in splits:
         plans[split], stats[split] = plan_split(split, paths[f"{split}_images"], paths[f"{split}_annotations"], classes)
         if not plans[split]:
             raise CocoJsonError(f"{paths[f'{split}_annotations']}: no images in the {split} annotation file")
-    with canonical.staging(out_root) as tmp:
-        canonical.parallel_map(functools.partial(_convert_one, out=str(tmp)), plans["train"] + plans["val"],
+    with canonical.staging(out_root, splits) as tmp:
+        canonical.parallel_map(functools.partial(_convert_one, out=str(tmp)), [i for s in splits for i in plans[s]],
                                num_workers, "COCO JSON -> canonical")
         splits = {s: len(canonical.write_list(tmp, s, [i[1] for i in plans[s]])) for s in plans}
         canonical.write_meta(tmp, "coco_json", classes, splits, {"paint_order": "area_desc", **stats})

@@ -8,6 +8,9 @@ hair brush), so the remaining 171 ids are renumbered consecutively in raw order 
 mapping as mmsegmentation's coco_stuff164k converter (e.g. 12 -> 11, 26 -> 24, 181 -> 170).
 Our choice: the unused raw ids map to 255 (mmseg leaves them unchanged; they never occur).
 A stuff map or image that cannot be decoded fails naming the file (`canonical.UnreadableFileError`).
+As an evaluation target (`splits` = val only) only val2017 is used: train2017.zip is not fetched,
+the train2017/ maps of stuffthingmaps_trainval2017.zip are not extracted (ldvc/data/sources.py) and
+no training image is looked for or converted.
 """
 
 from __future__ import annotations
@@ -83,8 +86,9 @@ def _convert_one(item: tuple[str, str, str, str], out: str) -> tuple[str, str]:
 def plan_coco_stuff(
     image_dirs: dict[str, Path], map_dirs: dict[str, Path]
 ) -> dict[str, list[tuple[str, str, str, str]]]:
+    """Per split of `image_dirs`, the (split, id, image, stuff map) of every image."""
     plan = {}
-    for split in SPLIT_DIRS:
+    for split in image_dirs:
         images = {p.stem: p for p in image_dirs[split].iterdir() if p.suffix.lower() == ".jpg"}
         maps = {p.stem: p for p in map_dirs[split].iterdir() if p.suffix.lower() == ".png"}
         if not images:
@@ -101,24 +105,26 @@ def plan_coco_stuff(
 
 def prepare_coco_stuff(
     image_base: Path | dict[str, Path], map_base: Path, out_root: Path, num_workers: int = 4,
-    source: dict[str, Any] | None = None,
+    source: dict[str, Any] | None = None, splits: tuple[str, ...] = canonical.SPLITS,
 ) -> dict[str, Any]:
-    """Convert extracted COCO 2017 images + stuffthingmaps into `out_root`; returns meta.
+    """Convert extracted COCO 2017 images + stuffthingmaps into `out_root` (`splits`: both, or val
+    only for an evaluation target); returns meta.
 
     `image_base`: one directory holding train2017/ and val2017/ (at any depth <= 4), or a dict
-    split -> such a base; `map_base`: the extracted stuffthingmaps (train2017/, val2017/ PNGs)."""
-    bases = image_base if isinstance(image_base, dict) else {s: image_base for s in SPLIT_DIRS}
-    image_dirs = {s: find_split_dir(Path(bases[s]), d, ".jpg") for s, d in SPLIT_DIRS.items()}
-    map_dirs = {s: find_split_dir(Path(map_base), d, ".png") for s, d in SPLIT_DIRS.items()}
+    split -> such a base (for `splits` only); `map_base`: the extracted stuffthingmaps (train2017/,
+    val2017/ PNGs)."""
+    bases = image_base if isinstance(image_base, dict) else {s: image_base for s in splits}
+    image_dirs = {s: find_split_dir(Path(bases[s]), SPLIT_DIRS[s], ".jpg") for s in splits}
+    map_dirs = {s: find_split_dir(Path(map_base), SPLIT_DIRS[s], ".png") for s in splits}
     plan = plan_coco_stuff(image_dirs, map_dirs)
-    with canonical.staging(out_root) as tmp:
-        items = plan["train"] + plan["val"]
+    with canonical.staging(out_root, splits) as tmp:
+        items = [i for s in splits for i in plan[s]]
         canonical.parallel_map(functools.partial(_convert_one, out=str(tmp)), items, num_workers,
                                "COCO-Stuff -> canonical")
-        splits = {s: len(canonical.write_list(tmp, s, [i[1] for i in plan[s]])) for s in SPLIT_DIRS}
-        canonical.write_meta(tmp, "coco_stuff", COCO_STUFF_CLASSES, splits, {
+        counts = {s: len(canonical.write_list(tmp, s, [i[1] for i in plan[s]])) for s in splits}
+        canonical.write_meta(tmp, "coco_stuff", COCO_STUFF_CLASSES, counts, {
             **(source or {}), "images": {s: str(d) for s, d in image_dirs.items()},
             "stuffthingmaps": {s: str(d) for s, d in map_dirs.items()},
-            "official_counts": splits == OFFICIAL_COUNTS,
+            "official_counts": all(counts[s] == OFFICIAL_COUNTS[s] for s in splits),
         })
     return canonical.read_meta(out_root)

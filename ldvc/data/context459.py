@@ -24,8 +24,8 @@ datasets/pascalcontext_val.txt; FC-CLIP and SAN list their images through the De
 (2) CAT-Seg registers this dataset with `ignore_label=459` (cat_seg/data/datasets/
 register_pascal_context.py line 75) while its labels hold 65535 for unlabelled pixels; we follow
 FC-CLIP and SAN (65535 ignored), the only reading under which those pixels are not scored.
-(3) Train split prepared too (the references prepare val only, or both: FC-CLIP), so the dataset is
-usable as data.dataset as well as a target.
+(3) Train split prepared too when the dataset is `data` (the references prepare val only, or both:
+FC-CLIP), so the dataset is usable as data.dataset; as a target only val is prepared.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ldvc.data.canonical import WIDE_IGNORE_INDEX
+from ldvc.data.canonical import SPLITS, WIDE_IGNORE_INDEX
 from ldvc.data.classes import CONTEXT459_CLASSES
 from ldvc.data.pascal_context import NUM_RAW, ContextVariant, prepare_context
 
@@ -56,8 +56,9 @@ CONTEXT459 = ContextVariant(
 
 
 def prepare_context459(
-    voc_base: Path, context_base: Path, out_root: Path, num_workers: int = 4, source: dict[str, Any] | None = None
+    voc_base: Path, context_base: Path, out_root: Path, num_workers: int = 4, source: dict[str, Any] | None = None,
+    splits: tuple[str, ...] = SPLITS,
 ) -> dict[str, Any]:
     """Convert extracted VOC2010 + PASCAL-Context trainval into the Context-459 canonical dataset."""
     return prepare_context(CONTEXT459, voc_base, context_base, out_root, num_workers, source,
-                           {"mapping": "459-class id k -> k - 1; 0 (unlabelled) -> 65535 (ignore)"})
+                           {"mapping": "459-class id k -> k - 1; 0 (unlabelled) -> 65535 (ignore)"}, splits)

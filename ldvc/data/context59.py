@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from ldvc.data.canonical import SPLITS
 from ldvc.data.classes import CONTEXT59_CLASSES
 from ldvc.data.pascal_context import (  # noqa: F401  (re-exported: the Context-59 API predates the shared module)
     DETAIL_COUNTS,
@@ -112,8 +113,9 @@ def plan_context59(voc_root: Path, context_root: Path) -> dict[str, list[tuple[s
 
 
 def prepare_context59(
-    voc_base: Path, context_base: Path, out_root: Path, num_workers: int = 4, source: dict[str, Any] | None = None
+    voc_base: Path, context_base: Path, out_root: Path, num_workers: int = 4, source: dict[str, Any] | None = None,
+    splits: tuple[str, ...] = SPLITS,
 ) -> dict[str, Any]:
     """Convert extracted VOC2010 (`voc_base`) + PASCAL-Context trainval (`context_base`) into `out_root`."""
     return prepare_context(CONTEXT59, voc_base, context_base, out_root, num_workers, source,
-                           {"raw_ids": list(CONTEXT59_RAW_IDS)})
+                           {"raw_ids": list(CONTEXT59_RAW_IDS)}, splits)

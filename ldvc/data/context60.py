@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ldvc.data.canonical import SPLITS
 from ldvc.data.classes import CONTEXT59_CLASSES, CONTEXT60_CLASSES
 from ldvc.data.context59 import CONTEXT59_RAW_IDS
 from ldvc.data.pascal_context import NUM_RAW, ContextVariant, prepare_context
@@ -47,8 +48,10 @@ CONTEXT60 = ContextVariant(
 
 
 def prepare_context60(
-    voc_base: Path, context_base: Path, out_root: Path, num_workers: int = 4, source: dict[str, Any] | None = None
+    voc_base: Path, context_base: Path, out_root: Path, num_workers: int = 4, source: dict[str, Any] | None = None,
+    splits: tuple[str, ...] = SPLITS,
 ) -> dict[str, Any]:
     """Convert extracted VOC2010 + PASCAL-Context trainval into the Context-60 canonical dataset."""
     return prepare_context(CONTEXT60, voc_base, context_base, out_root, num_workers, source,
-                           {"raw_ids": [0, *CONTEXT59_RAW_IDS], "background": "0 and every id outside the 59 -> 0"})
+                           {"raw_ids": [0, *CONTEXT59_RAW_IDS], "background": "0 and every id outside the 59 -> 0"},
+                           splits)

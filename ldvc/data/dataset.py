@@ -66,6 +66,9 @@ class SegmentationFolder:
         self.root, self.split = Path(root), split
         self.meta = canonical.read_meta(self.root)
         self.classes: list[str] = list(self.meta["classes"])
+        if split not in canonical.recorded_splits(self.meta, self.root):
+            # e.g. training pointed at a validation-only evaluation target (ldvc/data/canonical.py, "Splits")
+            raise DatasetError(str(canonical.missing_split_error(self.root, split, self.meta)))
         self.ids = canonical.list_ids(self.root, split)
         if not self.ids:
             raise DatasetError(

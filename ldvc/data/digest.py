@@ -4,6 +4,8 @@ The download stage records them (data/dataset_digest.json) and every training/ev
 the digest of the split it read as its MLflow dataset input, so a number can be traced to the
 exact bytes it came from. Our choice: sha256 over the sorted (relative path, file sha256) pairs;
 a split's digest covers its list file, images and labels, plus meta.json (the class list).
+Only the splits the dataset has are recorded (meta.json "splits": a validation-only evaluation
+target has no "train" entry).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ldvc.data.canonical import META_FILE, SPLITS
+from ldvc.data.canonical import META_FILE, read_meta, recorded_splits
 from ldvc.files import sha256_file, write_json_atomic
 
 DIGEST_FILE = Path("data/dataset_digest.json")
@@ -36,7 +38,7 @@ def dataset_digest(root: str | os.PathLike, name: str, progress: bool = True) ->
     root = Path(root)
     splits: dict[str, Any] = {}
     overall = hashlib.sha256()
-    for split in SPLITS:
+    for split in recorded_splits(read_meta(root), root):
         files = _tree_files(root, split)
         h = hashlib.sha256()
         size = 0

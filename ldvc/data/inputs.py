@@ -33,6 +33,10 @@ its own, so an unchanged world gives a byte-identical file):
   and the fix (pin a checksum, or point the URL at a local copy), and a server that sends none of
   the three is an error too, since its content could change unseen.
 Paths are recorded relative to the repository when they are inside it, so clones agree.
+Relative input paths resolve against the repository root (ldvc/data/sources.py, "Paths").
+`splits` (an evaluation target: val only) limits the record to the inputs that split reads: the
+archives `sources.dataset_sources` names, the val files of a COCO-JSON dataset; for everything else
+(and for training data) the record is exactly what it was.
 """
 
 from __future__ import annotations
@@ -55,7 +59,16 @@ from ldvc.data.download import (
     server_differs,
     validators_of,
 )
-from ldvc.data.sources import DATASET_SOURCES, Source, require_configured, resolve_sources
+from ldvc.data.sources import (
+    DATASET_SOURCES,
+    SPLITS,
+    Source,
+    check_splits,
+    dataset_sources,
+    input_path,
+    require_configured,
+    resolve_sources,
+)
 
 if TYPE_CHECKING:
     from ldvc.config import CocoJsonConfig, DataConfig
@@ -68,36 +81,38 @@ class InputError(RuntimeError):
 
 
 def fingerprint_inputs(data_cfg: DataConfig, repo_root: Path, *, progress: bool = True,
-                       timeout: float = 30.0) -> dict[str, Any]:
-    """{"format", "dataset", "inputs": {name: record}} for the external inputs of `data_cfg.dataset`.
+                       timeout: float = 30.0, splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
+    """{"format", "dataset", "inputs": {name: record}} for the external inputs of `data_cfg.dataset`
+    that preparing `splits` reads (both: training data; val only: an evaluation target).
 
     JSON-serialisable with sorted keys; changes whenever an input changes; cheap on a re-run (see
     the module docstring for what identifies each kind of input). Raises FileNotFoundError for a
     missing input and InputError for an unreachable URL without checksums, naming the key to fix."""
     repo_root = Path(repo_root)
+    splits = check_splits(splits)
     dataset = data_cfg.dataset
-    index = (repo_root / data_cfg.cache_dir).resolve() / LOCAL_DIGESTS
+    index = input_path(data_cfg.cache_dir, repo_root) / LOCAL_DIGESTS
     if dataset == "synthetic":
         inputs: dict[str, Any] = {}
     elif dataset == "coco_json":
-        inputs = _coco_json_inputs(data_cfg.coco_json, repo_root, index, progress)
+        inputs = _coco_json_inputs(data_cfg.coco_json, repo_root, index, progress, splits)
     elif dataset in DATASET_SOURCES:
         if data_cfg.extracted_dir:
             inputs = {"extracted_dir": folder_input(_extracted_dir(data_cfg, repo_root), repo_root, progress)}
         else:
-            sources = resolve_sources(data_cfg.sources)
-            for name in DATASET_SOURCES[dataset]:
+            sources = resolve_sources(data_cfg.sources, repo_root)
+            names = dataset_sources(dataset, splits)
+            for name in names:
                 require_configured(sources[name], dataset)
-            cache = (repo_root / data_cfg.cache_dir).resolve()
-            inputs = {name: _source_input(sources[name], cache, repo_root, index, progress, timeout)
-                      for name in DATASET_SOURCES[dataset]}
+            cache = input_path(data_cfg.cache_dir, repo_root)
+            inputs = {name: _source_input(sources[name], cache, repo_root, index, progress, timeout) for name in names}
     else:
         raise ValueError(f"data.dataset = {dataset!r}: unknown (synthetic | coco_json | {' | '.join(DATASET_SOURCES)})")
     return _sorted({"format": FORMAT, "dataset": dataset, "inputs": inputs})
 
 
 def resolved_inputs(data_cfg: DataConfig, repo_root: Path, obtained: dict[str, Any],
-                    progress: bool = False) -> dict[str, Any]:
+                    progress: bool = False, splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
     """The digests of the inputs the download stage actually used, for its outputs' provenance.
 
     `obtained` is prepare's record of the archives it fetched ({name: {"file", "bytes", "md5",
@@ -108,7 +123,7 @@ def resolved_inputs(data_cfg: DataConfig, repo_root: Path, obtained: dict[str, A
                                "bytes": rec["bytes"], "md5": rec["md5"], "sha256": rec["sha256"]}
                         for name, rec in obtained.items() if isinstance(rec, dict) and "sha256" in rec})
     # No network here: synthetic, coco_json and extracted_dir fingerprints never use it.
-    return fingerprint_inputs(data_cfg, repo_root, progress=progress)["inputs"]
+    return fingerprint_inputs(data_cfg, repo_root, progress=progress, splits=splits)["inputs"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,9 +236,10 @@ def _source_input(src: Source, cache: Path, repo_root: Path, index: Path, progre
     return {"kind": "url", "url": src.url, **answer}
 
 
-def _coco_json_inputs(cfg: CocoJsonConfig, repo_root: Path, index: Path, progress: bool) -> dict[str, Any]:
+def _coco_json_inputs(cfg: CocoJsonConfig, repo_root: Path, index: Path, progress: bool,
+                      splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
     out = {}
-    for split in ("train", "val"):
+    for split in splits:
         for what in ("images", "annotations"):
             key = f"{split}_{what}"
             value = getattr(cfg, key)
@@ -232,7 +248,7 @@ def _coco_json_inputs(cfg: CocoJsonConfig, repo_root: Path, index: Path, progres
                     f"data.coco_json.{key} is not set; data.dataset = coco_json needs the image folders and "
                     f"annotation JSON files of your dataset in params.yaml"
                 )
-            path = (repo_root / str(value)).resolve()
+            path = input_path(str(value), repo_root)
             full_key = f"data.coco_json.{key}"
             out[key] = (folder_input(path, repo_root, progress, full_key) if what == "images"
                         else file_input(path, repo_root, index, progress, full_key))
@@ -240,7 +256,7 @@ def _coco_json_inputs(cfg: CocoJsonConfig, repo_root: Path, index: Path, progres
 
 
 def _extracted_dir(data_cfg: DataConfig, repo_root: Path) -> Path:
-    return (Path(repo_root) / str(data_cfg.extracted_dir)).resolve()
+    return input_path(str(data_cfg.extracted_dir), repo_root)
 
 
 def _rel(path: Path, repo_root: Path) -> str:

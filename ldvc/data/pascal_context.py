@@ -22,6 +22,11 @@ ids of mmseg's Detail-JSON lists (the open-vocabulary repositories evaluate the 
 datasets/pascalcontext_val.txt, FC-CLIP's images from the Detail API). With the official lists the
 release must hold exactly their 10,103 .mat files; smaller lists (tests, subsets) are used as
 given, and every listed id must have an image and a .mat.
+
+As an evaluation target (`splits` = val only) only the val ids are converted; the archives are the
+same (VOC2010 keeps every split's images in one JPEGImages folder). The checks that rest on both
+lists (no id in both; the official release complete) still run when train.txt is there, as it is in
+the official tar: they read lists only. Extracted data without train.txt is accepted for val only.
 """
 
 from __future__ import annotations
@@ -145,14 +150,14 @@ def check_labels_txt(path: Path, variant: ContextVariant) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def find_voc2010_root(base: Path) -> Path:
-    """The VOC2010 directory (JPEGImages, ImageSets/Main/{train,val}.txt)."""
+def find_voc2010_root(base: Path, splits: tuple[str, ...] = canonical.SPLITS) -> Path:
+    """The VOC2010 directory (JPEGImages, ImageSets/Main/<split>.txt for each of `splits`)."""
     try:
         return find_dir(
             base,
-            lambda d: (d / "JPEGImages").is_dir() and (d / "ImageSets" / "Main" / "train.txt").is_file()
-            and (d / "ImageSets" / "Main" / "val.txt").is_file(),
-            "VOC2010 directory (VOCdevkit/VOC2010 with JPEGImages and ImageSets/Main/{train,val}.txt)",
+            lambda d: (d / "JPEGImages").is_dir()
+            and all((d / "ImageSets" / "Main" / f"{s}.txt").is_file() for s in splits),
+            f"VOC2010 directory (VOCdevkit/VOC2010 with JPEGImages and ImageSets/Main/{{{','.join(splits)}}}.txt)",
         )
     except VocLayoutError as exc:
         raise ContextLayoutError(str(exc)) from None
@@ -190,11 +195,14 @@ def find_labels_txt(context_root: Path, variant: ContextVariant) -> Path:
     )
 
 
-def plan_context(voc_root: Path, context_root: Path) -> dict[str, list[tuple[str, str, str, str]]]:
-    """Per split, the (split, id, image file, .mat file) of every image to convert."""
+def plan_context(voc_root: Path, context_root: Path,
+                 splits: tuple[str, ...] = canonical.SPLITS) -> dict[str, list[tuple[str, str, str, str]]]:
+    """Per split of `splits`, the (split, id, image file, .mat file) of every image to convert."""
     main = voc_root / "ImageSets" / "Main"
-    lists = {s: read_id_list(main / f"{s}.txt") for s in ("train", "val")}
-    both = sorted(set(lists["train"]) & set(lists["val"]))
+    # Both lists when present (the checks below), whatever is converted.
+    lists = {s: read_id_list(main / f"{s}.txt") for s in canonical.SPLITS
+             if s in splits or (main / f"{s}.txt").is_file()}
+    both = sorted(set(lists.get("train", ())) & set(lists["val"]))
     if both:
         raise ContextLayoutError(f"{main}: {len(both)} ids are in both train.txt and val.txt (first: {both[:3]})")
     mats = {p.stem for p in (context_root / "trainval").glob("*.mat")}
@@ -207,7 +215,8 @@ def plan_context(voc_root: Path, context_root: Path) -> dict[str, list[tuple[str
             f"{extra[:3]}): the archives are not the official ones"
         )
     plan: dict[str, list[tuple[str, str, str, str]]] = {}
-    for split, ids in lists.items():
+    for split in splits:
+        ids = lists[split]
         missing = sorted(i for i in ids if i not in mats)
         if missing:
             raise ContextLayoutError(
@@ -245,22 +254,25 @@ def _convert_one(item: tuple[str, str, str, str], out: str, lut: np.ndarray) -> 
 def prepare_context(
     variant: ContextVariant, voc_base: Path, context_base: Path, out_root: Path, num_workers: int = 4,
     source: dict[str, Any] | None = None, extra_meta: dict[str, Any] | None = None,
+    splits: tuple[str, ...] = canonical.SPLITS,
 ) -> dict[str, Any]:
     """Convert extracted VOC2010 (`voc_base`) + PASCAL-Context trainval (`context_base`) into `out_root`
-    with `variant`'s mapping; labels.txt is required and verified first (before any conversion)."""
-    voc_root, context_root = find_voc2010_root(Path(voc_base)), find_context_root(Path(context_base))
+    with `variant`'s mapping (`splits`: both, or val only for an evaluation target); labels.txt is
+    required and verified first (before any conversion)."""
+    voc_root, context_root = find_voc2010_root(Path(voc_base), splits), find_context_root(Path(context_base))
     labels_txt = find_labels_txt(context_root, variant)
     n_labels = check_labels_txt(labels_txt, variant)
-    plan = plan_context(voc_root, context_root)
-    with canonical.staging(out_root) as tmp:
-        items = plan["train"] + plan["val"]
+    plan = plan_context(voc_root, context_root, splits)
+    with canonical.staging(out_root, splits) as tmp:
+        items = [item for s in splits for item in plan[s]]
         canonical.parallel_map(functools.partial(_convert_one, out=str(tmp), lut=variant.lut), items, num_workers,
                                f"{variant.title} -> canonical")
-        splits = {s: len(canonical.write_list(tmp, s, [i[1] for i in plan[s]])) for s in ("train", "val")}
-        canonical.write_meta(tmp, variant.dataset, variant.classes, splits, {
+        counts = {s: len(canonical.write_list(tmp, s, [i[1] for i in plan[s]])) for s in splits}
+        canonical.write_meta(tmp, variant.dataset, variant.classes, counts, {
             **(source or {}), "voc2010_root": str(voc_root), "context_root": str(context_root),
             "labels_txt": str(labels_txt), "labels_txt_entries": n_labels, "labels_txt_verified": True,
-            "split_lists": "VOC2010 ImageSets/Main/{train,val}.txt", "official_counts": splits == OFFICIAL_COUNTS,
+            "split_lists": "VOC2010 ImageSets/Main/{train,val}.txt",
+            "official_counts": all(counts[s] == OFFICIAL_COUNTS[s] for s in splits),
             **(extra_meta or {}),
         })
     return canonical.read_meta(out_root)

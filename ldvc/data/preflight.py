@@ -31,6 +31,10 @@ through. `preflight` is called at the start of the archive path of ldvc.data.pre
   the expected one; too little free space, with the numbers) - before any byte is downloaded.
 A source without a checksum that is cached is not asked again here: the download revalidates it
 with the server and keeps the cached copy when offline.
+An evaluation target (`splits` = val only) checks only the archives its validation split needs
+(`sources.dataset_sources`: no SBD for VOC-20, no train2017.zip for COCO-Stuff). Its extraction and
+prepared-data estimates stay those of the whole archive (an upper bound: the share of an archive's
+bytes in its validation folders is not known before the archive is read).
 """
 
 from __future__ import annotations
@@ -46,7 +50,16 @@ from typing import TYPE_CHECKING, Any
 
 from ldvc.data.archive import MARKER
 from ldvc.data.download import LOCAL_DIGESTS, DownloadError, cached_copy, known_digests, local_path, probe
-from ldvc.data.sources import DATASET_SOURCES, Source, missing_archive_fix, require_configured, resolve_sources
+from ldvc.data.sources import (
+    SPLITS,
+    Source,
+    dataset_sources,
+    input_path,
+    missing_archive_fix,
+    require_configured,
+    resolve_sources,
+    skipped_members,
+)
 
 if TYPE_CHECKING:
     from ldvc.config import DataConfig
@@ -79,16 +92,19 @@ class _Need:
             self.parts[what] = self.parts.get(what, 0) + n
 
 
-def preflight(data_cfg: DataConfig, repo_root: Path, *, timeout: float = 30.0, retries: int = 2) -> dict[str, Any]:
-    """Check the archive sources of `data_cfg.dataset` and the free disk space; see the module docstring.
+def preflight(data_cfg: DataConfig, repo_root: Path, *, splits: tuple[str, ...] = SPLITS,
+              out_root: Path | None = None, timeout: float = 30.0, retries: int = 2) -> dict[str, Any]:
+    """Check the archive sources of `data_cfg.dataset` that preparing `splits` needs and the free disk
+    space; see the module docstring. `out_root`: where the dataset is prepared (default: data.root
+    under the repository root).
 
     Returns {"dataset", "sources": {name: {"state", "bytes", "url"/"file", ...}}, "disk": [{"path",
     "needed": {purpose: bytes}, "free"}], "unknown_size": [names]}. Raises PreflightError."""
     repo_root = Path(repo_root)
     dataset = data_cfg.dataset
-    names = DATASET_SOURCES[dataset]
-    sources: dict[str, Source] = resolve_sources(data_cfg.sources)
-    cache = (repo_root / data_cfg.cache_dir).resolve()
+    names = dataset_sources(dataset, splits)
+    sources: dict[str, Source] = resolve_sources(data_cfg.sources, repo_root)
+    cache = input_path(data_cfg.cache_dir, repo_root)
     problems: list[str] = []
     report: dict[str, Any] = {"dataset": dataset, "sources": {}, "disk": [], "unknown_size": []}
     to_download = to_extract = prepared_from = 0
@@ -108,11 +124,11 @@ def preflight(data_cfg: DataConfig, repo_root: Path, *, timeout: float = 30.0, r
             continue
         to_download += entry.get("download_bytes", 0)
         prepared_from += size
-        if not _already_extracted(cache / "extracted" / name, entry):
+        if not _already_extracted(cache / "extracted" / name, entry, partial_ok=bool(skipped_members(name, splits))):
             to_extract += int(size * EXTRACT_FACTOR)
 
     needs = _disk_needs(data_cfg, repo_root, cache, to_download, to_extract,
-                        int(prepared_from * PREPARED_FRACTION.get(dataset, 1.0)))
+                        int(prepared_from * PREPARED_FRACTION.get(dataset, 1.0)), out_root)
     for need in needs:
         free = shutil.disk_usage(need.path).free
         total = sum(need.parts.values())
@@ -175,19 +191,20 @@ def _check_source(src: Source, cache: Path, timeout: float, retries: int) -> tup
     return entry, None
 
 
-def _already_extracted(dest: Path, entry: dict[str, Any]) -> bool:
-    """Whether `dest` holds an extraction of this very archive (its marker names it and its sha256)."""
+def _already_extracted(dest: Path, entry: dict[str, Any], partial_ok: bool = False) -> bool:
+    """Whether `dest` holds an extraction of this very archive (its marker names it and its sha256);
+    a partial one (training folders left out) counts only when `partial_ok`."""
     try:
         stamp = json.loads((dest / MARKER).read_text())
     except (OSError, ValueError):
         return False
     sha = entry.get("sha256")
     return bool(sha) and isinstance(stamp, dict) and stamp.get("fingerprint") == sha and \
-        stamp.get("archive") == Path(entry.get("file", "")).name
+        stamp.get("archive") == Path(entry.get("file", "")).name and (partial_ok or not stamp.get("exclude"))
 
 
 def _disk_needs(data_cfg: DataConfig, repo_root: Path, cache: Path, download: int, extract: int,
-                prepared: int) -> list[_Need]:
+                prepared: int, out_root: Path | None = None) -> list[_Need]:
     """The bytes needed, grouped by file system (st_dev of the nearest existing ancestor)."""
     by_dev: dict[int, _Need] = {}
 
@@ -197,7 +214,7 @@ def _disk_needs(data_cfg: DataConfig, repo_root: Path, cache: Path, download: in
 
     need(cache, "archives", download)
     need(cache / "extracted", "extraction", extract)
-    out_root = (repo_root / data_cfg.root).resolve()
+    out_root = Path(out_root).resolve() if out_root is not None else (repo_root / data_cfg.root).resolve()
     if os.stat(_existing_ancestor(out_root)).st_dev != os.stat(_existing_ancestor(cache)).st_dev:
         need(out_root, "prepared dataset (copied: another file system than the extraction)", prepared)
     dvc_cache = dvc_cache_dir(repo_root)

@@ -15,6 +15,14 @@
 Returns a summary (dataset, per-split counts, classes, sources with their checksums, and
 `inputs`: the digests of every external input actually used, `ldvc.data.inputs.resolved_inputs`)
 for logging; the same `inputs` record is added to meta.json's provenance ("source").
+
+`splits`: both (the download stage: training data) or `canonical.EVAL_SPLITS` (the prepare stages of
+the evaluation targets): then only the validation split is prepared - the archives only training
+needs are neither checked nor downloaded, the training folders of a shared archive are not extracted
+and no training image is converted (ldvc/data/sources.py SPLIT_SOURCES, TRAIN_ONLY_MEMBERS); the
+dataset's meta.json records {"val": n} as its splits (ldvc/data/canonical.py, "Splits").
+Relative input paths (data.cache_dir, data.extracted_dir, local archives) resolve against `repo_root`
+(ldvc/data/sources.py, "Paths"); `out_root` is used as given.
 """
 
 from __future__ import annotations
@@ -27,32 +35,43 @@ from ldvc.data.archive import CorruptArchiveError, extract_archive
 from ldvc.data.download import discard_cached, fetch_with_digests, is_cached_file
 from ldvc.data.inputs import resolved_inputs
 from ldvc.data.preflight import preflight
-from ldvc.data.sources import DATASET_SOURCES, Source, resolve_sources
+from ldvc.data.sources import (
+    DATASET_SOURCES,
+    Source,
+    check_splits,
+    dataset_sources,
+    input_path,
+    resolve_sources,
+    skipped_members,
+)
 
 if TYPE_CHECKING:
     from ldvc.config import DataConfig
 
 
-def prepare_dataset(data_cfg: DataConfig, out_root: Path, repo_root: Path, progress: bool = True) -> dict[str, Any]:
-    """Produce the canonical dataset of `data_cfg` at `out_root`; returns a summary dict."""
+def prepare_dataset(data_cfg: DataConfig, out_root: Path, repo_root: Path, progress: bool = True,
+                    splits: tuple[str, ...] = canonical.SPLITS) -> dict[str, Any]:
+    """Produce the canonical dataset of `data_cfg` at `out_root` with `splits` (both, or EVAL_SPLITS
+    for an evaluation target); returns a summary dict."""
     out_root, repo_root = Path(out_root), Path(repo_root)
+    splits = check_splits(splits)
     dataset = data_cfg.dataset
     sources: dict[str, Any] = {}
     if dataset == "synthetic":
         from ldvc.data.synthetic import generate_synthetic
 
-        generate_synthetic(data_cfg, out_root)
+        generate_synthetic(data_cfg, out_root, splits)
     elif dataset == "coco_json":
         from ldvc.data.coco_json import prepare_coco_json
 
-        prepare_coco_json(data_cfg.coco_json, out_root, repo_root, data_cfg.num_workers)
+        prepare_coco_json(data_cfg.coco_json, out_root, repo_root, data_cfg.num_workers, splits)
     elif dataset in DATASET_SOURCES:
-        bases, sources = _obtain(data_cfg, repo_root, progress)
-        _convert(dataset, bases, out_root, data_cfg.num_workers, {"archives": sources})
+        bases, sources = _obtain(data_cfg, repo_root, progress, splits, out_root)
+        _convert(dataset, bases, out_root, data_cfg.num_workers, {"archives": sources}, splits)
     else:
         raise ValueError(f"data.dataset = {dataset!r}: unknown (synthetic | coco_json | {' | '.join(DATASET_SOURCES)})")
-    meta = canonical.validate_canonical(out_root)
-    inputs = resolved_inputs(data_cfg, repo_root, sources, progress)
+    meta = canonical.validate_canonical(out_root, splits=splits)
+    inputs = resolved_inputs(data_cfg, repo_root, sources, progress, splits=splits)
     canonical.update_meta_source(out_root, inputs=inputs)
     return {
         "dataset": meta["dataset"],
@@ -66,42 +85,45 @@ def prepare_dataset(data_cfg: DataConfig, out_root: Path, repo_root: Path, progr
     }
 
 
-def _convert(dataset: str, bases: dict[str, Path], out_root: Path, workers: int, source: dict[str, Any]) -> None:
-    """Run the converter of archive dataset `dataset` over its extracted sources `bases`."""
+def _convert(dataset: str, bases: dict[str, Path], out_root: Path, workers: int, source: dict[str, Any],
+             splits: tuple[str, ...]) -> None:
+    """Run the converter of archive dataset `dataset` over its extracted sources `bases` for `splits`."""
     if dataset == "voc":
         from ldvc.data.voc import prepare_voc
 
-        prepare_voc(bases["voc2012"], bases["sbd"], out_root, workers, source)
+        prepare_voc(bases["voc2012"], bases.get("sbd"), out_root, workers, source, splits)
     elif dataset == "voc21":
         from ldvc.data.voc21 import prepare_voc21
 
-        prepare_voc21(bases["voc2012"], out_root, workers, source)
+        prepare_voc21(bases["voc2012"], out_root, workers, source, splits)
     elif dataset in ("context59", "context60", "context459"):
         from ldvc.data import context59, context60, context459
 
         prepare = {"context59": context59.prepare_context59, "context60": context60.prepare_context60,
                    "context459": context459.prepare_context459}[dataset]
-        prepare(bases["voc2010"], bases["pascal_context"], out_root, workers, source)
+        prepare(bases["voc2010"], bases["pascal_context"], out_root, workers, source, splits)
     elif dataset == "ade20k_150":
         from ldvc.data.ade20k_150 import prepare_ade20k_150
 
-        prepare_ade20k_150(bases["ade20k_challenge"], out_root, workers, source)
+        prepare_ade20k_150(bases["ade20k_challenge"], out_root, workers, source, splits)
     elif dataset == "ade20k_847":
         from ldvc.data.ade20k_847 import prepare_ade20k_847
 
-        prepare_ade20k_847(bases["ade20k_full"], out_root, workers, source)
+        prepare_ade20k_847(bases["ade20k_full"], out_root, workers, source, splits)
     else:
         from ldvc.data.coco_stuff import prepare_coco_stuff
 
-        prepare_coco_stuff({"train": bases["coco_train2017"], "val": bases["coco_val2017"]},
-                           bases["coco_stuffthingmaps"], out_root, workers, source)
+        images = {"train": bases.get("coco_train2017"), "val": bases["coco_val2017"]}
+        prepare_coco_stuff({s: images[s] for s in splits}, bases["coco_stuffthingmaps"], out_root, workers, source,
+                           splits)
 
 
-def _obtain(data_cfg: DataConfig, repo_root: Path, progress: bool) -> tuple[dict[str, Path], dict[str, Any]]:
-    """Per source name, the directory holding its extracted content; and the provenance record."""
-    names = DATASET_SOURCES[data_cfg.dataset]
+def _obtain(data_cfg: DataConfig, repo_root: Path, progress: bool, splits: tuple[str, ...] = canonical.SPLITS,
+            out_root: Path | None = None) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Per source name that `splits` need, the directory holding its extracted content; and the provenance record."""
+    names = dataset_sources(data_cfg.dataset, splits)
     if data_cfg.extracted_dir:
-        base = (repo_root / data_cfg.extracted_dir).resolve()
+        base = input_path(data_cfg.extracted_dir, repo_root)
         if not base.is_dir():
             raise FileNotFoundError(
                 f"data.extracted_dir: {base} is not a directory; point it at your extracted data or set it "
@@ -109,18 +131,18 @@ def _obtain(data_cfg: DataConfig, repo_root: Path, progress: bool) -> tuple[dict
             )
         return {n: base for n in names}, {"extracted_dir": str(base)}
     # Resolve every override first: a typo fails before gigabytes are downloaded.
-    sources: dict[str, Source] = resolve_sources(data_cfg.sources)
-    cache = (repo_root / data_cfg.cache_dir).resolve()
+    sources: dict[str, Source] = resolve_sources(data_cfg.sources, repo_root)
+    cache = input_path(data_cfg.cache_dir, repo_root)
     # Every source reachable, sized and fitting on the disk before the first byte is downloaded (and an
     # archive only the user can supply, the full ADE20K, configured: `require_configured`).
-    preflight(data_cfg, repo_root)
+    preflight(data_cfg, repo_root, splits=splits, out_root=out_root)
     bases, record = {}, {}
     for name in names:
         src = sources[name]
         path, digests = fetch_with_digests(src, cache, progress=progress)
         try:
             bases[name] = extract_archive(path, cache / "extracted" / name, fingerprint=digests["sha256"],
-                                          progress=progress)
+                                          exclude=skipped_members(name, splits) or None, progress=progress)
         except CorruptArchiveError as err:
             raise _corrupt_archive(err, src, path, cache) from err
         record[name] = {"url": src.url, "file": str(path), "bytes": path.stat().st_size,

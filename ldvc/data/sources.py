@@ -16,15 +16,36 @@ The full ADE20K release (ADE20K_2021_17_01.zip, the 847-class benchmark) is hand
 registered users: its source has no URL (`needs_local_copy`); `require_configured` turns that into
 an error saying where to get it and how to point `data.sources.ade20k_full.url` or
 `data.extracted_dir` at it.
+
+Splits: a dataset prepared as `data` (the training data) has a train and a val split; an evaluation
+target (params.yaml `cross_dataset`, `open_vocab.targets`) is prepared with its validation split only
+(`ldvc.data.canonical.EVAL_SPLITS`). `SPLIT_SOURCES` says which archives each split needs
+(`dataset_sources`): a target never checks, downloads or extracts an archive only training reads
+(SBD for VOC-20, train2017.zip for COCO-Stuff). Inside an archive both splits share,
+`TRAIN_ONLY_MEMBERS` names the folders only training reads, which a validation-only preparation
+does not extract (`skipped_members`: the training images and annotations of ADEChallengeData2016,
+of the full ADE20K release and of stuffthingmaps). The VOC and PASCAL-Context archives keep every
+split's images in one JPEGImages folder: extracted whole, converted for val only.
+
+Paths (one rule; `input_path`, and `resolve_sources(..., root)` for local archives): every path in
+`data` that names an INPUT - `data.cache_dir`, `data.extracted_dir`, a local archive in
+`data.sources.<name>.url` (a plain path, `~/...`, or a `file:` URL) and the `data.coco_json` files
+and folders - is resolved against the repository root (`ldvc.config.repo_root()`: DVC_ROOT when DVC
+runs the stage, else the nearest folder holding dvc.yaml). So `dvc exp run --temp` and queued
+experiments, which run in .dvc/tmp/exps/..., read the workspace's archives, download cache and
+extracted data instead of looking for them in their temporary copy. Absolute paths are used as
+they are. `data.root`, the prepared dataset, is an OUTPUT: it stays relative to the working
+directory (the stage's own tree), so an experiment writes its own copy.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 
 @dataclass(frozen=True)
@@ -120,7 +141,7 @@ OFFICIAL_SOURCES: dict[str, Source] = {
     )
 }
 
-# Which archives each dataset needs.
+# Which archives each dataset needs (both splits: the order in which they are fetched).
 DATASET_SOURCES: dict[str, tuple[str, ...]] = {
     "voc": ("voc2012", "sbd"),
     "coco_stuff": ("coco_train2017", "coco_val2017", "coco_stuffthingmaps"),
@@ -131,6 +152,59 @@ DATASET_SOURCES: dict[str, tuple[str, ...]] = {
     "ade20k_150": ("ade20k_challenge",),
     "ade20k_847": ("ade20k_full",),
 }
+
+SPLITS = ("train", "val")  # = ldvc.data.canonical.SPLITS (this module imports nothing heavy)
+_PASCAL_CONTEXT = {"train": ("voc2010", "pascal_context"), "val": ("voc2010", "pascal_context")}
+# Which archives each split needs. VOC-20's val split is VOC2012 val with its own SegmentationClass
+# labels: SBD only extends the TRAINING split (train_aug, ldvc/data/voc.py).
+SPLIT_SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
+    "voc": {"train": ("voc2012", "sbd"), "val": ("voc2012",)},
+    "coco_stuff": {"train": ("coco_train2017", "coco_stuffthingmaps"), "val": ("coco_val2017", "coco_stuffthingmaps")},
+    "context59": _PASCAL_CONTEXT,
+    "context60": _PASCAL_CONTEXT,
+    "context459": _PASCAL_CONTEXT,
+    "voc21": {"train": ("voc2012",), "val": ("voc2012",)},
+    "ade20k_150": {"train": ("ade20k_challenge",), "val": ("ade20k_challenge",)},
+    "ade20k_847": {"train": ("ade20k_full",), "val": ("ade20k_full",)},
+}
+assert all(tuple(n for n in DATASET_SOURCES[d] if any(n in SPLIT_SOURCES[d][s] for s in SPLITS)) == DATASET_SOURCES[d]
+           for d in DATASET_SOURCES) and set(SPLIT_SOURCES) == set(DATASET_SOURCES)
+
+# Archive folders only the training split reads, as consecutive path components matched at any depth
+# (so a re-packed archive with another top folder still matches): not extracted for a validation-only
+# preparation. Everything else (validation folders, objectInfo150.txt, index files) is extracted.
+TRAIN_ONLY_MEMBERS: dict[str, tuple[str, ...]] = {
+    "coco_stuffthingmaps": ("train2017",),  # stuffthingmaps_trainval2017.zip: train2017/*.png, val2017/*.png
+    "ade20k_challenge": ("images/training", "annotations/training"),  # ADEChallengeData2016/...
+    "ade20k_full": ("images/ADE/training",),  # ADE20K_2021_17_01/images/ADE/training/<scene>/...
+}
+
+
+def check_splits(splits: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """`splits` as a tuple if it is one of the two preparations: both splits (data) or val only (a target)."""
+    splits = tuple(splits)
+    if splits not in (SPLITS, ("val",)):
+        raise ValueError(f"splits = {list(splits)}: a dataset is prepared with {list(SPLITS)} (training data) or "
+                         f"['val'] (an evaluation target)")
+    return splits
+
+
+def dataset_sources(dataset: str, splits: tuple[str, ...] | list[str] = SPLITS) -> tuple[str, ...]:
+    """The archives (source names, in DATASET_SOURCES order) that preparing `splits` of `dataset` needs."""
+    splits = check_splits(splits)
+    need = {n for s in splits for n in SPLIT_SOURCES[dataset][s]}
+    return tuple(n for n in DATASET_SOURCES[dataset] if n in need)
+
+
+def skipped_members(name: str, splits: tuple[str, ...] | list[str] = SPLITS) -> tuple[str, ...]:
+    """The member folders of archive `name` not to extract when preparing `splits` (see TRAIN_ONLY_MEMBERS)."""
+    return () if "train" in check_splits(splits) else TRAIN_ONLY_MEMBERS.get(name, ())
+
+
+def input_path(value: str | os.PathLike, root: str | os.PathLike) -> Path:
+    """An input path of `data` (cache_dir, extracted_dir, coco_json files, a local archive) resolved
+    against the repository root `root` (module docstring, "Paths"); `~` is expanded, absolute paths kept."""
+    return (Path(root) / Path(value).expanduser()).resolve()
 
 
 def missing_archive_fix(src: Source) -> str:
@@ -161,8 +235,13 @@ _OVERRIDE_KEYS = ("url", "md5", "sha1", "sha256")
 _DISABLED = ("", "none", "null", "skip")
 
 
-def resolve_sources(overrides: dict[str, dict[str, str]] | None = None) -> dict[str, Source]:
-    """The official sources with `data.sources` overrides applied; unknown names/keys raise."""
+def resolve_sources(overrides: dict[str, dict[str, str]] | None = None,
+                    root: str | os.PathLike | None = None) -> dict[str, Source]:
+    """The official sources with `data.sources` overrides applied; unknown names/keys raise.
+
+    `root`: the repository root; a relative local archive path in an override's `url` is made
+    absolute against it (module docstring, "Paths"). Every caller that opens the archives passes it;
+    without it (configuration checks that only look at the keys) such a path is left as written."""
     overrides = overrides or {}
     out = dict(OFFICIAL_SOURCES)
     for name, fields in overrides.items():
@@ -182,7 +261,7 @@ def resolve_sources(overrides: dict[str, dict[str, str]] | None = None) -> dict[
             url = str(fields["url"]).strip()
             if not url:
                 raise ValueError(f"data.sources.{name}.url is empty; give a URL or a local archive path")
-            changes["url"] = url
+            changes["url"] = url if root is None else _anchored(url, root)
             # A local archive keeps its own name; a mirror's basename may differ from the official one.
             base = _basename(url)
             if base:
@@ -194,6 +273,15 @@ def resolve_sources(overrides: dict[str, dict[str, str]] | None = None) -> dict[
                 _check_hex(name, key, changes[key])
         out[name] = dataclasses.replace(OFFICIAL_SOURCES[name], **changes)
     return out
+
+
+def _anchored(url: str, root: str | os.PathLike) -> str:
+    """A relative local archive path (plain or `file:`) as an absolute path under `root`; any other URL as is."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("http", "https", "ftp"):
+        return url
+    path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(url).expanduser()
+    return url if path.is_absolute() else str(input_path(path, root))
 
 
 def _basename(url: str) -> str:

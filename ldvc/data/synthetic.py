@@ -451,10 +451,12 @@ def single_object_set(seed: int, n: int, size: int) -> tuple[np.ndarray, np.ndar
 _SPLIT_STREAM = {"train": 1, "val": 2}
 
 
-def generate_synthetic(data_cfg: Any, out_root: Path) -> dict[str, Any]:
+def generate_synthetic(data_cfg: Any, out_root: Path, splits: Sequence[str] = canonical.SPLITS) -> dict[str, Any]:
     """Write the synthetic dataset in the canonical format; returns a summary.
 
     data_cfg: ldvc.config.DataConfig (image_size and the `synthetic` section are used).
+    splits: both, or val only for an evaluation target (no train image is drawn; each image's
+    generator depends only on (seed, split, index), so the val images are the same either way).
     Train and val images hold min_objects..max_objects objects of ALL classes of the world (the
     split stage later turns unseen pixels into 255 for inductive training). Image i's top object
     has class i mod C, so every class appears in a split of at least C images. Labels are the
@@ -471,7 +473,7 @@ def generate_synthetic(data_cfg: Any, out_root: Path) -> dict[str, Any]:
             f"data.synthetic.min_objects ({syn.min_objects}) must be >= 1 and <= max_objects "
             f"({syn.max_objects})"
         )
-    counts = {"train": int(syn.train_images), "val": int(syn.val_images)}
+    counts = {s: int(getattr(syn, f"{s}_images")) for s in splits}
     for split, n in counts.items():
         if n < 1:
             raise ValueError(f"data.synthetic.{split}_images must be positive, got {n}")
@@ -482,7 +484,7 @@ def generate_synthetic(data_cfg: Any, out_root: Path) -> dict[str, Any]:
     to_global = np.asarray([appearance for appearance, _ in specs])  # world id -> drawing class
     fixed_shapes = [shape for _, shape in specs]
     pixels = {split: np.zeros(n_classes, dtype=np.int64) for split in counts}
-    with canonical.staging(out_root) as tmp:
+    with canonical.staging(out_root, splits) as tmp:
         for split, n in counts.items():
             width = max(6, len(str(n - 1)))
             ids = [f"{i:0{width}d}" for i in range(n)]

@@ -13,6 +13,9 @@
 - Images are taken from VOC JPEGImages (which holds every SBD image), else from SBD img/.
 - A label or image that cannot be decoded (a truncated PNG among thousands) fails naming the
   file (`canonical.UnreadableFileError`), never with a bare `OSError` from inside PIL or scipy.
+- As an evaluation target (`splits` = val only; ZegCLIP's configs/cross_dataset/coco-to-voc.py
+  evaluates VOC val) SBD is not needed at all: val is VOC val with VOC's own labels and images, so
+  only the VOC2012 tar is used (`sbd_base` None) and no train_aug image is converted.
 """
 
 from __future__ import annotations
@@ -136,28 +139,23 @@ def _convert_one(item: tuple[str, str, str, str], out: str) -> tuple[str, str]:
     return split, image_id
 
 
-def plan_voc(voc_root: Path, sbd_root: Path) -> dict[str, list[tuple[str, str, str, str]]]:
-    """Per split, the (split, id, image file, label file) of every image to convert."""
+def plan_voc(voc_root: Path, sbd_root: Path | None,
+             splits: tuple[str, ...] = canonical.SPLITS) -> dict[str, list[tuple[str, str, str, str]]]:
+    """Per split of `splits`, the (split, id, image file, label file) of every image to convert.
+    `sbd_root` is needed for the train split (train_aug) only."""
     seg_sets = voc_root / "ImageSets" / "Segmentation"
-    voc_train, voc_val = read_id_list(seg_sets / "train.txt"), read_id_list(seg_sets / "val.txt")
-    sbd_train, sbd_val = read_id_list(sbd_root / "train.txt"), read_id_list(sbd_root / "val.txt")
-    train = train_aug_ids(voc_train, voc_val, sbd_train, sbd_val)
-    counts = {"voc_train": len(voc_train), "voc_val": len(voc_val), "sbd_train": len(sbd_train),
-              "sbd_val": len(sbd_val)}
-    if counts == OFFICIAL_COUNTS and (len(train), len(voc_val)) != (TRAIN_AUG_LEN, VOC_VAL_LEN):
-        raise RuntimeError(
-            f"official VOC/SBD lists gave {len(train)} train_aug / {len(voc_val)} val ids, expected "
-            f"{TRAIN_AUG_LEN} / {VOC_VAL_LEN}: the archives are not the official ones"
-        )
+    voc_val = read_id_list(seg_sets / "val.txt")
+    plan: dict[str, list[tuple[str, str, str, str]]] = {}
 
-    def files(split: str, image_id: str, prefer_voc_label: bool) -> tuple[str, str, str, str]:
+    def files(split: str, image_id: str) -> tuple[str, str, str, str]:
         image = voc_root / "JPEGImages" / f"{image_id}.jpg"
-        if not image.is_file():
+        if not image.is_file() and sbd_root is not None:
             image = sbd_root / "img" / f"{image_id}.jpg"
         if not image.is_file():
-            raise VocLayoutError(f"image {image_id}.jpg is in neither {voc_root}/JPEGImages nor {sbd_root}/img")
+            raise VocLayoutError(f"image {image_id}.jpg is in neither {voc_root}/JPEGImages nor {sbd_root}/img"
+                                 if sbd_root is not None else f"{image}: image of VOC {split} id {image_id} not found")
         label = voc_root / "SegmentationClass" / f"{image_id}.png"
-        if not (prefer_voc_label and label.is_file()):
+        if not label.is_file() and sbd_root is not None:
             label = sbd_root / "cls" / f"{image_id}.mat"
         if not label.is_file():
             raise VocLayoutError(
@@ -165,29 +163,46 @@ def plan_voc(voc_root: Path, sbd_root: Path) -> dict[str, list[tuple[str, str, s
             )
         return split, image_id, str(image), str(label)
 
-    return {
-        "train": [files("train", i, True) for i in train],
-        # VOC val labels must be the official PNGs (SBD's are coarser); no SBD fallback.
-        "val": [files("val", i, True) for i in voc_val],
-    }
+    if "train" in splits:
+        if sbd_root is None:
+            raise VocLayoutError("the VOC train split (train_aug) needs the extracted SBD archive; none was given")
+        voc_train = read_id_list(seg_sets / "train.txt")
+        sbd_train, sbd_val = read_id_list(sbd_root / "train.txt"), read_id_list(sbd_root / "val.txt")
+        train = train_aug_ids(voc_train, voc_val, sbd_train, sbd_val)
+        counts = {"voc_train": len(voc_train), "voc_val": len(voc_val), "sbd_train": len(sbd_train),
+                  "sbd_val": len(sbd_val)}
+        if counts == OFFICIAL_COUNTS and (len(train), len(voc_val)) != (TRAIN_AUG_LEN, VOC_VAL_LEN):
+            raise RuntimeError(
+                f"official VOC/SBD lists gave {len(train)} train_aug / {len(voc_val)} val ids, expected "
+                f"{TRAIN_AUG_LEN} / {VOC_VAL_LEN}: the archives are not the official ones"
+            )
+        plan["train"] = [files("train", i) for i in train]
+    if "val" in splits:
+        # VOC val labels must be the official PNGs (SBD's are coarser): checked by prepare_voc.
+        plan["val"] = [files("val", i) for i in voc_val]
+    return plan
 
 
 def prepare_voc(
-    voc_base: Path, sbd_base: Path, out_root: Path, num_workers: int = 4, source: dict[str, Any] | None = None
+    voc_base: Path, sbd_base: Path | None, out_root: Path, num_workers: int = 4, source: dict[str, Any] | None = None,
+    splits: tuple[str, ...] = canonical.SPLITS,
 ) -> dict[str, Any]:
-    """Convert extracted VOC 2012 (+SBD) under `voc_base`/`sbd_base` into `out_root`; returns meta."""
-    voc_root, sbd_root = find_voc_root(Path(voc_base)), find_sbd_root(Path(sbd_base))
-    plan = plan_voc(voc_root, sbd_root)
-    for item in plan["val"]:
+    """Convert extracted VOC 2012 (+SBD) under `voc_base`/`sbd_base` into `out_root`; returns meta.
+    `splits` = val only (an evaluation target) needs no SBD: `sbd_base` may then be None."""
+    voc_root = find_voc_root(Path(voc_base))
+    sbd_root = find_sbd_root(Path(sbd_base)) if "train" in splits and sbd_base is not None else None
+    plan = plan_voc(voc_root, sbd_root, splits)
+    for item in plan.get("val", []):
         if not item[3].endswith(".png"):
             raise VocLayoutError(f"VOC val id {item[1]} has no SegmentationClass PNG in {voc_root}")
-    with canonical.staging(out_root) as tmp:
-        items = plan["train"] + plan["val"]
+    with canonical.staging(out_root, splits) as tmp:
+        items = [item for s in splits for item in plan[s]]
         canonical.parallel_map(functools.partial(_convert_one, out=str(tmp)), items, num_workers, "VOC -> canonical")
-        splits = {s: len(canonical.write_list(tmp, s, [i[1] for i in plan[s]])) for s in ("train", "val")}
-        n_sbd = sum(not i[3].endswith(".png") for i in plan["train"])
-        canonical.write_meta(tmp, "voc", VOC_CLASSES, splits, {
-            **(source or {}), "voc_root": str(voc_root), "sbd_root": str(sbd_root),
-            "train_labels_from_sbd": n_sbd, "train_labels_from_voc": splits["train"] - n_sbd,
-        })
+        counts = {s: len(canonical.write_list(tmp, s, [i[1] for i in plan[s]])) for s in splits}
+        provenance = {**(source or {}), "voc_root": str(voc_root)}
+        if "train" in splits:
+            n_sbd = sum(not i[3].endswith(".png") for i in plan["train"])
+            provenance.update(sbd_root=str(sbd_root), train_labels_from_sbd=n_sbd,
+                              train_labels_from_voc=counts["train"] - n_sbd)
+        canonical.write_meta(tmp, "voc", VOC_CLASSES, counts, provenance)
     return canonical.read_meta(out_root)

@@ -17,7 +17,7 @@ Splits: val = VOC2012 ImageSets/Segmentation/val.txt (1,449 ids), the split ever
 evaluates. train = ImageSets/Segmentation/train.txt (1,464 ids), as FC-CLIP's script prepares it
 (lines 36-40): our choice so the dataset also works as data.dataset. No SBD: VOC-21 is an evaluation
 target, and its train split has no use that would justify the 1.4 GB SBD archive (train_aug, with
-SBD, stays the `voc` dataset's).
+SBD, stays the `voc` dataset's). As an evaluation target (`splits` = val only) only val is converted.
 """
 
 from __future__ import annotations
@@ -57,11 +57,12 @@ def _convert_one(item: tuple[str, str, str, str], out: str) -> tuple[str, str]:
     return split, image_id
 
 
-def plan_voc21(voc_root: Path) -> dict[str, list[tuple[str, str, str, str]]]:
-    """Per split, the (split, id, image file, SegmentationClass PNG) of every image to convert."""
+def plan_voc21(voc_root: Path,
+               splits: tuple[str, ...] = canonical.SPLITS) -> dict[str, list[tuple[str, str, str, str]]]:
+    """Per split of `splits`, the (split, id, image file, SegmentationClass PNG) of every image to convert."""
     seg_sets = voc_root / "ImageSets" / "Segmentation"
     plan: dict[str, list[tuple[str, str, str, str]]] = {}
-    for split in ("train", "val"):
+    for split in splits:
         items = []
         for i in sorted(set(read_id_list(seg_sets / f"{split}.txt"))):
             image, label = voc_root / "JPEGImages" / f"{i}.jpg", voc_root / "SegmentationClass" / f"{i}.png"
@@ -74,17 +75,19 @@ def plan_voc21(voc_root: Path) -> dict[str, list[tuple[str, str, str, str]]]:
 
 
 def prepare_voc21(voc_base: Path, out_root: Path, num_workers: int = 4,
-                  source: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Convert the extracted VOC2012 tar under `voc_base` into the VOC-21 canonical dataset at `out_root`."""
+                  source: dict[str, Any] | None = None, splits: tuple[str, ...] = canonical.SPLITS) -> dict[str, Any]:
+    """Convert the extracted VOC2012 tar under `voc_base` into the VOC-21 canonical dataset at `out_root`
+    (`splits`: both, or val only for an evaluation target)."""
     voc_root = find_voc_root(Path(voc_base))
-    plan = plan_voc21(voc_root)
-    with canonical.staging(out_root) as tmp:
-        canonical.parallel_map(functools.partial(_convert_one, out=str(tmp)), plan["train"] + plan["val"],
+    plan = plan_voc21(voc_root, splits)
+    with canonical.staging(out_root, splits) as tmp:
+        canonical.parallel_map(functools.partial(_convert_one, out=str(tmp)), [i for s in splits for i in plan[s]],
                                num_workers, "VOC-21 -> canonical")
-        splits = {s: len(canonical.write_list(tmp, s, [i[1] for i in plan[s]])) for s in ("train", "val")}
-        canonical.write_meta(tmp, "voc21", VOC21_CLASSES, splits, {
+        counts = {s: len(canonical.write_list(tmp, s, [i[1] for i in plan[s]])) for s in splits}
+        canonical.write_meta(tmp, "voc21", VOC21_CLASSES, counts, {
             **(source or {}), "voc_root": str(voc_root),
             "split_lists": "VOC2012 ImageSets/Segmentation/{train,val}.txt",
-            "official_counts": splits == OFFICIAL_COUNTS, "mapping": "raw 0..20 unchanged (0 = background), 255 ignore",
+            "official_counts": all(counts[s] == OFFICIAL_COUNTS[s] for s in splits),
+            "mapping": "raw 0..20 unchanged (0 = background), 255 ignore",
         })
     return canonical.read_meta(out_root)
