@@ -168,6 +168,9 @@ class ClipPretrainConfig:
 class ClipConfig:
     model: str = "ViT-B-16"
     pretrained: str = "openai"  # "pipeline" | open_clip tag | local .pt/.safetensors path
+    # The MLP activation the weights were trained with (OpenAI's CLIP: QuickGELU). auto: known from
+    # the weights or the model name, an error when it cannot be (ldvc/model/clip_activation.py).
+    activation: Literal["auto", "quick_gelu", "gelu"] = "auto"
     pretrain: ClipPretrainConfig = field(default_factory=ClipPretrainConfig)
 
 
@@ -206,6 +209,9 @@ class DecoderConfig:
     # ZegCLIP's `use_proj` (False in its configs): Linear(D, width) + LayerNorm on the patch tokens.
     # Without it the CLIP embedding size D must equal decoder.width.
     input_proj: bool = False
+    # torch_default: as ZegCLIP's training starts (its head's init_weights is never called; layers are
+    # identical deep copies); trunc_normal: ATMSingleHeadSeg.init_weights (ldvc/model/decoder_base.py)
+    init: Literal["torch_default", "trunc_normal"] = "torch_default"
     route_attention: bool = True  # false = plain self-attention (ablation)
     route_regions: int = num(8, **POSITIVE)
     route_topk: int = num(4, **POSITIVE)

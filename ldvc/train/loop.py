@@ -320,6 +320,11 @@ def train_segmentor(cfg: Config, setting: str, split: dict, data_root: str | Pat
     t = cfg.train
     # ---- cheap checks first: bad input fails before any model is built
     folder = SegmentationFolder(data_root, "train")
+    if int(folder.meta.get("ignore_index", IGNORE_INDEX)) != IGNORE_INDEX:
+        # 16-bit labels (more than 255 classes: ADE20K-847, PASCAL Context-459) are evaluation targets
+        raise DatasetError(f"{folder.root}: its labels are 16-bit (ignore {folder.meta['ignore_index']}, "
+                           f"{len(folder.classes)} classes); training reads 8-bit labels (ignore 255): use it as a "
+                           f"cross_dataset / open_vocab target, not as data.dataset")
     _validate_inputs(cfg, setting, split, folder)
     total = t.iters if setting == "inductive" else cfg.transductive.iters
     resume_from = ckpt_io.latest_checkpoint(out_dir) if t.resume == "auto" else None
