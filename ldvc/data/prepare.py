@@ -20,18 +20,20 @@ for logging; the same `inputs` record is added to meta.json's provenance ("sourc
 the evaluation targets): then only the validation split is prepared - the archives only training
 needs are neither checked nor downloaded, the training folders of a shared archive are not extracted
 and no training image is converted (ldvc/data/sources.py SPLIT_SOURCES, TRAIN_ONLY_MEMBERS); the
-dataset's meta.json records {"val": n} as its splits (ldvc/data/canonical.py, "Splits").
+dataset's meta.json records {"val": n} as its splits (ldvc/data/canonical.py, "Splits"). Training
+data refuses a `data.extracted_dir` that is such a validation-only extraction, naming it.
 Relative input paths (data.cache_dir, data.extracted_dir, local archives) resolve against `repo_root`
 (ldvc/data/sources.py, "Paths"); `out_root` is used as given.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ldvc.data import canonical
-from ldvc.data.archive import CorruptArchiveError, extract_archive
+from ldvc.data.archive import MARKER, CorruptArchiveError, extract_archive
 from ldvc.data.download import discard_cached, fetch_with_digests, is_cached_file
 from ldvc.data.inputs import resolved_inputs
 from ldvc.data.preflight import preflight
@@ -129,6 +131,8 @@ def _obtain(data_cfg: DataConfig, repo_root: Path, progress: bool, splits: tuple
                 f"data.extracted_dir: {base} is not a directory; point it at your extracted data or set it "
                 f"to null to download the archives"
             )
+        if "train" in splits:
+            _refuse_partial_extraction(base)
         return {n: base for n in names}, {"extracted_dir": str(base)}
     # Resolve every override first: a typo fails before gigabytes are downloaded.
     sources: dict[str, Source] = resolve_sources(data_cfg.sources, repo_root)
@@ -151,6 +155,23 @@ def _obtain(data_cfg: DataConfig, repo_root: Path, progress: bool, splits: tuple
         if src.sha1:  # recorded only where published, so other datasets' provenance stays as it was
             record[name].update(sha1=digests["sha1"], expected_sha1=src.sha1)
     return bases, record
+
+
+def _refuse_partial_extraction(base: Path) -> None:
+    """Training data cannot come from an extraction made for an evaluation target (its training
+    folders were left out: the marker records `exclude`): say so instead of a layout error later."""
+    for marker in (base / MARKER, *base.glob(f"*/{MARKER}")):
+        try:
+            stamp = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(stamp, dict) and stamp.get("exclude"):
+            raise FileNotFoundError(
+                f"data.extracted_dir: {marker.parent} is a validation-only extraction of {stamp.get('archive')} made "
+                f"for an evaluation target (left out: {stamp['exclude']}); training data needs the whole archive: "
+                f"set data.extracted_dir to null (the download stage then extracts it completely) or point it at a "
+                f"complete extraction"
+            )
 
 
 def _corrupt_archive(err: CorruptArchiveError, src: Source, path: Path, cache: Path) -> CorruptArchiveError:
