@@ -2,8 +2,9 @@
 numbers beside ours, and the DVC metrics files (mean over seeds).
 
 Writes reports/tables/{main,cross,open_vocab,ablation,cost}.{md,csv,tex}, reports/figures/*.png and
-metrics/{inductive,transductive,ablation,cross,open_vocab}.json; reads reports/benchmarks_gpu.json for the
-cost table's FPS when that file exists (optional: a missing file leaves FPS '-' with a note).
+metrics/{inductive,transductive,ablation,cross,open_vocab}.json; reads the `count` stage's
+reports/counts.json (the cost table's paper-size counts) and, when it exists, the device check's
+reports/device_check.jsonl for the cost table's FPS (a missing file leaves FPS '-' with a note).
 Reproduced numbers that deviate from their protocol are marked [R*] in every table (ldvc/reports).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 from ldvc.files import write_json_atomic
 from ldvc.pipeline import METRICS, REPORTS, RUNS, load_stage_config, numeric
 from ldvc.reports import build_reports, records_from_runs
+from ldvc.reports.counts import COUNTS_FILE, read_counts
 from ldvc.tracking import stage_run
 
 
@@ -20,7 +22,8 @@ def main() -> None:
     with stage_run("report", cfg, record_to=REPORTS / "report_run.json") as run:
         records = records_from_runs(RUNS)
         result = build_reports(records, REPORTS, main_variant="ldvc", ablation_overrides=cfg.ablation,
-                               cross_targets=list(cfg.cross_dataset), open_vocab_targets=list(cfg.open_vocab.targets))
+                               cross_targets=list(cfg.cross_dataset), open_vocab_targets=list(cfg.open_vocab.targets),
+                               paper_counts=read_counts(REPORTS / COUNTS_FILE))
         for setting in ("inductive", "transductive"):
             summary = result["main"].get(setting, {})
             write_json_atomic(METRICS / f"{setting}.json", summary)

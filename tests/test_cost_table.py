@@ -19,7 +19,7 @@ def test_one_definition_of_the_zegclip_baseline() -> None:
     from benchmarks.setups import paper_config as bench_config
     from ldvc.baseline import ZEGCLIP_BASELINE, is_zegclip_baseline
     from ldvc.config import load_config
-    from ldvc.reports.cost import paper_config as cost_config
+    from ldvc.reports.counts import paper_config as cost_config
 
     for preset in ("voc", "coco_stuff", "context59"):
         bench, cost = bench_config("zegclip", preset), cost_config(preset, "zegclip")
@@ -39,7 +39,7 @@ def test_counted_zegclip_is_its_executed_forward_minus_the_unbuilt_last_layer() 
     (models/decode_heads/decode_seg.py: every TPN_DecoderLayer runs whole; only the last one's attention
     logits become the masks), which our model does not build. Counted = executed - unbuilt."""
     from ldvc.model.flops import zegclip_prompt_proj_gmacs, zegclip_reference_gmacs, zegclip_unbuilt_last_layer_gmacs
-    from ldvc.reports.cost import count_paper_model
+    from ldvc.reports.counts import count_paper_model
 
     for preset, prompts, classes in (("voc", 10, 20), ("coco_stuff", 100, 171)):
         executed = zegclip_reference_gmacs(preset)["total"] + zegclip_prompt_proj_gmacs(prompts)
@@ -48,7 +48,7 @@ def test_counted_zegclip_is_its_executed_forward_minus_the_unbuilt_last_layer() 
 
 
 def _fake_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ldvc.reports.cost as cost
+    import ldvc.reports.counts as cost  # the counting functions the cost table calls when it counts itself
 
     model = cost.ModelCount(learnable=8_040_000, as_zegclip_counts=13_820_000, gflops=110.25, text_gflops=3.8,
                             window=512, classes=20)
@@ -94,10 +94,44 @@ def test_cost_table_provenance_text_share_and_many_classes(tmp_path: Path, monke
 def test_text_share_is_counted_from_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """VOC (one template, 15 seen classes): LDVC's step carries its prompted text encoder, the ZegCLIP
     baseline's carries none; both share the image encoder."""
-    from ldvc.reports.cost import count_training_steps
+    from ldvc.reports.counts import count_training_steps
 
     steps = count_training_steps("voc", True)
     ld, zc = steps["lctd"], steps["zegclip"]
     assert zc.text == 0 and 0 < ld.text < ld.text_unshared < 0.01 * ld.total
     assert (ld.batch, ld.classes, ld.templates) == (16, 15, 1) and ld.total > zc.total
 
+
+
+def test_the_count_stage_record_is_what_the_report_shows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """reports/counts.json (the `count` stage) round-trips, and a cost table given it counts nothing
+    itself: the report stage, which re-runs after every experiment, never rebuilds ViT-B/16 models."""
+    import ldvc.reports.cost as cost
+    import ldvc.reports.counts as counts
+
+    model = counts.ModelCount(learnable=8_040_000, as_zegclip_counts=13_820_000, gflops=110.25, text_gflops=3.8,
+                              window=512, classes=20)
+    step = counts.StepCount(12200.0, 2598.0, None, 16, 15, 1)
+    record = counts.PaperCounts(models={("voc", "zegclip"): model}, steps={"voc": {"lctd": step, "zegclip": step}},
+                                failures={"LDVC at the voc paper size": "RuntimeError: out of shapes"})
+    path = tmp_path / "counts.json"
+    counts.write_counts(record, path)
+    assert counts.read_counts(path) == record
+
+    def never(*args: object) -> None:
+        raise AssertionError("the cost table counted although it was given the count stage's record")
+
+    monkeypatch.setattr(counts, "count_paper_model", never)
+    monkeypatch.setattr(counts, "count_training_steps", never)
+    table = cost.cost_table([], paper_counts=counts.read_counts(path), gpu_benchmark=tmp_path / "device_check.jsonl")
+    voc = {r[1]: r for r in table.rows if r[0] == cost.GROUP_COUNTED and r[2] == "VOC"}
+    assert voc["ZegCLIP (counted)"][4:7] == ["13.82 [C]", "8.04 [C]", "110.2 [C]"]
+    assert voc["LDVC (counted)"][4:7] == ["-", "-", "-"]
+    assert "LDVC at the voc paper size: could not be counted (RuntimeError: out of shapes)" in " ".join(table.notes)
+    assert [r[2] for r in table.rows if r[0] == cost.GROUP_TEXT] == ["VOC", "VOC"]  # only what was counted
+
+    path.write_text('{"format": 1, "models": {"voc/zegclip": {"gflops": 1.0}}, "steps": {}}')
+    with pytest.raises(counts.CountsError, match=r"counts\.json: malformed counts record .*dvc repro count"):
+        counts.read_counts(path)
+    with pytest.raises(counts.CountsError, match="not found; re-create it with `dvc repro count`"):
+        counts.read_counts(tmp_path / "nowhere.json")

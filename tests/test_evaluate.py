@@ -191,3 +191,40 @@ def test_fully_supervised_cross_dataset_and_unseen_vocabulary(tmp_path):
                              tmp_path / "cross")
     per = list(csv.DictReader(open(tmp_path / "cross" / "per_class_iou.csv")))
     assert [r["class"] for r in per] == classes and 0 <= mc["mIoU"] <= 100 and not mc["calibrated"]
+
+
+def test_a_16_bit_target_scores_class_255_and_ignores_65535(tmp_path):
+    """More than 255 classes (ADE20K-847, PASCAL Context-459): labels are 16-bit, 255 is a class and
+    65535 the ignore value (ldvc/data/canonical.py ignore_index_for). Evaluation reads the dataset's
+    ignore value: the pixels of class 255 are scored (its IoU is defined), the 65535 pixels are not."""
+    from fixtures.engine import fresh_checkpoint
+    from PIL import Image
+
+    from ldvc.data.canonical import label_path, write_label, write_list, write_meta
+    from ldvc.eval.evaluate import cross_split, evaluate_checkpoint
+
+    cfg, split, _, _, _ = tiny_setup(tmp_path)
+    ckpt = fresh_checkpoint(cfg, split, tmp_path / "model.pt")
+    classes = [f"thing {i}" for i in range(300)]
+    root = tmp_path / "wide16"
+    rng = np.random.default_rng(0)
+    ids = ["a", "b"]
+    for i in ids:
+        label = np.full((48, 64), 255, dtype=np.uint16)  # class 255 ...
+        label[:, :16] = 65535  # ... beside ignored pixels ...
+        label[:, 48:] = 7 if i == "a" else 299  # ... and other classes
+        label_path(root, "val", i).parent.mkdir(parents=True, exist_ok=True)
+        write_label(label_path(root, "val", i), label)
+        (root / "images" / "val").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(root / "images" / "val" / f"{i}.png")
+    write_list(root, "val", ids)
+    write_meta(root, "wide16", classes, {"val": len(ids)})
+    assert json.loads((root / "meta.json").read_text())["ignore_index"] == 65535
+
+    m = evaluate_checkpoint(cfg, "cross", cross_split(classes), root, ckpt, None, tmp_path / "out")
+    assert m["num_pixels"] == 2 * 48 * 48  # every pixel but the 65535 ones
+    per = {r["class"]: r for r in csv.DictReader(open(tmp_path / "out" / "per_class_iou.csv"))}
+    assert len(per) == 300
+    gt = {c: int(r["gt_pixels"]) for c, r in per.items() if int(r["gt_pixels"])}
+    assert gt == {"thing 255": 2 * 48 * 32, "thing 7": 48 * 16, "thing 299": 48 * 16}
+    assert per["thing 255"]["iou"] != ""  # scored

@@ -159,8 +159,21 @@ def test_gpus_per_run_plans_k_processes_over_the_visible_pool() -> None:
     two = build_plan(ARGS, env={"LDVC_GPUS_PER_RUN": "2", "CUDA_VISIBLE_DEVICES": "5,7,9"}, devices=3, python=PY)
     assert two.total_processes == 2 and two.gpu_pool == ["5", "7", "9"]
     assert two.command[two.command.index("--num_processes") + 1] == "2"
-    # two such runs side by side on one machine must not share accelerate's rendezvous port
-    assert int(two.command[two.command.index("--main_process_port") + 1]) > 0
+    # two such runs side by side on one machine must not share accelerate's rendezvous port: while the
+    # first run's port is taken (its rendezvous listens there), the next plan picks another free one
+    import socket
+
+    def port(plan) -> int:
+        return int(plan.command[plan.command.index("--main_process_port") + 1])
+
+    first = port(two)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", first))
+        busy.listen()
+        second = port(build_plan(ARGS, env={"LDVC_GPUS_PER_RUN": "2"}, devices=3, python=PY))
+    assert second != first and 29500 not in (first, second)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", second))  # free when planned
     with pytest.raises(LaunchError, match="only 2 GPU"):
         build_plan(ARGS, env={"LDVC_GPUS_PER_RUN": "3"}, devices=2, python=PY)
     with pytest.raises(LaunchError, match="not both"):

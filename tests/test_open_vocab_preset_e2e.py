@@ -54,11 +54,6 @@ def _sha1(path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "evaluation cannot score a target of more than 255 classes yet: ldvc/eval/evaluate.py maps labels through "
-    "a 256-entry table (IndexError at evaluate_open_vocab@A-847) and uses 255 as its ignore index, a real class "
-    "id of A-847 / PC-459 whose labels are 16-bit with ignore 65535 (ldvc/data/ade20k_847.py); remove this "
-    "marker when it can (strict: the test then fails until the marker is gone)"))
 def test_open_vocab_preset_chain_every_target(tmp_path):
     www = tmp_path / "www"
     archives = {**build_mini_coco_stuff(www), **build_mini_voc(www), **build_mini_context59(www),

@@ -67,13 +67,18 @@ def pipeline(tmp_path_factory):
     t0 = time.perf_counter()
     second = _run(["dvc", "repro"], repo)
     t_second = time.perf_counter() - t0
+    # the workspace's own numbers, before any experiment of this module changes them (`dvc exp run`
+    # leaves its results in the workspace)
+    inductive = json.loads((repo / "metrics" / "inductive.json").read_text())
     return {"repo": repo, "first": first.stdout + first.stderr, "second": second.stdout + second.stderr,
-            "t_first": t_first, "t_second": t_second}
+            "t_first": t_first, "t_second": t_second, "inductive": inductive}
 
 
 def test_repro_runs_whole_chain_and_writes_metrics(pipeline):
     repo = pipeline["repo"]
-    assert _stages_run(pipeline["first"]) == EXPECTED_STAGES
+    # `count` depends on the code only: a clone of a tree whose dvc.lock records it up to date skips it
+    ran = _stages_run(pipeline["first"])
+    assert ran - {"count"} == EXPECTED_STAGES and (repo / "reports" / "counts.json").is_file()
     for setting in ("inductive", "transductive"):
         metrics = json.loads((repo / "metrics" / f"{setting}.json").read_text())
         for key in ("pAcc", "mIoU_seen", "mIoU_unseen", "hIoU"):
@@ -136,7 +141,8 @@ def test_experiment_reruns_only_decoder_stages(pipeline):
     ran = _stages_run(out.stdout + out.stderr)
     assert {"train_inductive", "train_transductive", "evaluate_inductive", "evaluate_cross", "ablation",
             "evaluate_open_vocab", "report"} <= ran  # the every-class model is retrained, so re-evaluated
-    assert not ran & {"download", "split", "clip", "prepare_cross", "prepare_open_vocab"}, ran
+    # the paper-size counts depend on the code only: an experiment never re-counts them
+    assert not ran & {"download", "split", "clip", "prepare_cross", "prepare_open_vocab", "count"}, ran
     show = json.loads(_run(["dvc", "exp", "show", "--json"], repo).stdout)
     text = json.dumps(show)
     assert "route_topk" in text and "mIoU_unseen" in text
@@ -256,9 +262,9 @@ def test_parallel_queue_on_a_fresh_clone_runs_each_experiments_own_code(pipeline
     ours = json.loads((workspace / "data" / "dataset_digest.json").read_text())["digest"]
     assert digest["same-code"] == ours  # the workspace's code: the same data, byte for byte
     assert digest["other-code"] != ours  # the experiment ran its own (edited) code
-    expected = json.loads((workspace / "metrics" / "inductive.json").read_text())
-    for key, value in expected.items():
-        assert metrics["same-code"][key] == pytest.approx(value, abs=0.5), (key, metrics, expected)
+    expected = pipeline["inductive"]  # the workspace's default run, recorded before the topk=2 experiment
+    for key, value in expected.items():  # 0.05 points: a few pixels; another route_topk moves more than that
+        assert metrics["same-code"][key] == pytest.approx(value, abs=0.05), (key, metrics, expected)
 
 
 def test_mlflow_ui_opens_on_one_parent_row_per_pipeline_run(pipeline, tmp_path):

@@ -109,3 +109,54 @@ def test_context59_preset_chain_from_urls(tmp_path):
     assert not metrics["protocol_conformant"] and metrics["protocol_deviations"]["train.iters"]["protocol"] == 40000
     for key in ("pAcc", "mIoU_seen", "mIoU_unseen", "hIoU"):
         assert 0.0 <= metrics[key] <= 100.0
+
+
+def test_coco_stuff_preset_cross_targets_voc_and_context60(tmp_path):
+    """`ldvc preset coco_stuff` + `dvc repro evaluate_cross`: COCO-Stuff 164k trains, then ZegCLIP's two
+    cross-dataset targets (configs/cross_dataset/coco-to-voc.py and coco-to-context.py) are prepared from
+    their own archives (validation split only) and scored: PASCAL VOC with 20 classes and PASCAL
+    Context-60 with 60 (background a scored class), each with its own dataset's class names and
+    templates (ldvc/data/prompts.py); the cross table labels the second one Context-60."""
+    from fixtures.mini_datasets import CTX_VAL, build_mini_coco_stuff, build_mini_context59
+
+    from ldvc.data.context60 import CONTEXT60_CLASSES
+
+    www = tmp_path / "www"
+    archives = {**build_mini_coco_stuff(www), **build_mini_voc(www), **build_mini_context59(www)}
+    repo = clone_working_tree(tmp_path / "repo", commit=False)
+    run(["ldvc", "preset", "coco_stuff"], repo)
+    log: list = []
+    with serve_directory(www, log=log) as url:
+        sources = {name: {"url": url + path.name, "md5": md5 or "none"} for name, (path, md5) in archives.items()}
+        # the tiny CLIP's 16-token context is too short for COCO-Stuff's 15 templates: no text prompts here
+        write_params(repo, {**SHRINK, "data": {**SHRINK["data"], "sources": sources},
+                            "prompt": {"visual_tokens": 2, "text_depth": 0}}, replace={"ablation": {}})
+        run(["git", "init", "-q"], repo)
+        run(["git", "add", "-A"], repo)
+        run(["git", "commit", "-qm", "coco_stuff preset, shrunk"], repo)
+        out = run(["dvc", "repro", "evaluate_cross"], repo, timeout=900)
+    text = out.stdout + out.stderr
+    for stage in ("download", "train_inductive@0", "prepare_cross@voc", "prepare_cross@context60",
+                  "evaluate_cross@voc", "evaluate_cross@context60"):
+        assert f"Running stage '{stage}'" in text, stage
+    requested = {entry[0] for entry in log}
+    assert "/benchmark.tgz" not in requested  # VOC as a target: validation only, no SBD
+
+    ctx = json.loads((repo / "runs/cross/context60/seed0/metrics.json").read_text())
+    assert (ctx["dataset"], ctx["num_classes"]) == ("context60", 60) and not ctx["calibrated"]
+    assert CONTEXT60_CLASSES[0] == "background" and len(CONTEXT60_CLASSES) == 60
+    per_class = {e["class"] for e in ctx["per_class"]}
+    assert per_class == set(CONTEXT60_CLASSES)  # background is scored
+    # each target with its own dataset's names and templates (ZegCLIP: VOC one template, Context 15)
+    assert ctx["text_prompts"]["reference"] == "zegclip" and len(ctx["text_prompts"]["templates"]) == 15
+    meta = json.loads((repo / "data/cross/context60/meta.json").read_text())
+    assert meta["splits"] == {"val": len(CTX_VAL)}
+    voc = json.loads((repo / "runs/cross/voc/seed0/metrics.json").read_text())
+    assert (voc["dataset"], voc["num_classes"]) == ("voc", 20)
+    assert voc["text_prompts"]["templates"] == ["a photo of a {}"]
+
+    from ldvc.reports import load_runs_dir
+    from ldvc.reports.tables import cross_table, to_markdown
+
+    table = to_markdown(cross_table(load_runs_dir(repo / "runs").records))
+    assert "Context-60 pAcc" in table and "Context-60 mIoU" in table and "VOC mIoU" in table, table

@@ -38,7 +38,12 @@ from ldvc.reports import (  # noqa: E402
     records_from_runs,
 )
 from ldvc.reports.__main__ import main as reports_main  # noqa: E402
+from ldvc.reports.counts import read_counts  # noqa: E402
 from ldvc.reports.tables import aggregate, format_stat  # noqa: E402
+
+# The `count` stage's committed record (reports/counts.json): the tables here read it as the report
+# stage does, instead of building ViT-B/16 models again (tests/test_cost_table.py counts live).
+PAPER_COUNTS = Path(__file__).resolve().parents[1] / "reports" / "counts.json"
 
 EXPERIMENT = "ldvc"
 ABLATION = {"zegclip": {"decoder.type": "zegclip"}, "topk_1": {"decoder.route_topk": 1},
@@ -313,7 +318,8 @@ def mlflow_report(store: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     inputs = load_mlflow(store, EXPERIMENT)
     out = tmp_path_factory.mktemp("reports_mlflow")
     return {"result": build_reports(inputs.records, out, curves=inputs.curves, figures=False,
-                                    ablation_overrides=ABLATION, notes=inputs.notes),
+                                    ablation_overrides=ABLATION, notes=inputs.notes,
+                                    paper_counts=read_counts(PAPER_COUNTS)),
             "inputs": inputs, "out": out}
 
 
@@ -539,7 +545,8 @@ def test_mlflow_record_fields(mlflow_report: dict) -> None:
 
 def test_runs_dir_gives_the_same_tables(mlflow_report: dict, runs_dir: Path, tmp_path: Path) -> None:
     inputs = load_runs_dir(runs_dir)
-    result = build_reports(inputs.records, tmp_path, figures=False, ablation_overrides=ABLATION)
+    result = build_reports(inputs.records, tmp_path, figures=False, ablation_overrides=ABLATION,
+                           paper_counts=read_counts(PAPER_COUNTS))
     for name in ("main", "ablation", "cross", "open_vocab"):
         header, rows = read_csv_table(result["tables"][f"{name}_csv"])
         m_header, m_rows = read_csv_table(mlflow_report["result"]["tables"][f"{name}_csv"])
@@ -594,7 +601,8 @@ def test_per_class_csv_in_evaluation_format(runs_dir: Path) -> None:
 
 def test_figures_from_runs_dir(runs_dir: Path, tmp_path: Path) -> None:
     # The report stage's call: records only; the train_log.csv beside each record gives the curves.
-    result = build_reports(records_from_runs(runs_dir), tmp_path, ablation_overrides=ABLATION)
+    result = build_reports(records_from_runs(runs_dir), tmp_path, ablation_overrides=ABLATION,
+                           paper_counts=read_counts(PAPER_COUNTS))
     figs = result["figures"]
     assert set(figs) == {"per_class_iou_synthetic_inductive", "per_class_iou_synthetic_transductive",
                          "qualitative_synthetic_inductive", "qualitative_synthetic_transductive",
@@ -701,7 +709,8 @@ def test_cost_table_runs_rows_and_gpu_benchmark(runs_dir: Path, tmp_path: Path,
                                {"benchmark": "throughput", "model": "small", "decoder": "lctd",
                                 "eval_slide_images_per_s": 99.0}]))
     records = records_from_runs(runs_dir)
-    result = build_reports(records, tmp_path / "out", figures=False, ablation_overrides=ABLATION, gpu_benchmark=gpu)
+    result = build_reports(records, tmp_path / "out", figures=False, ablation_overrides=ABLATION, gpu_benchmark=gpu,
+                           paper_counts=read_counts(PAPER_COUNTS))
     header, rows = read_csv_table(result["tables"]["cost_csv"])
     t = {(r[0], r[1], r[2]): dict(zip(header, r)) for r in rows}
     z = t[("counted, paper size", "ZegCLIP (counted)", "VOC")]
@@ -723,11 +732,12 @@ def test_cost_table_runs_rows_and_gpu_benchmark(runs_dir: Path, tmp_path: Path,
 def test_cost_table_survives_counting_failures(runs_dir: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import ldvc.reports.cost as cost
+    import ldvc.reports.counts as counts
 
     def broken(*args: object) -> None:
         raise RuntimeError("no such preset")
 
-    monkeypatch.setattr(cost, "count_paper_model", broken)
+    monkeypatch.setattr(counts, "count_paper_model", broken)
     bad_gpu = tmp_path / "benchmarks_gpu.json"
     bad_gpu.write_text("not json {")
     table = cost.cost_table(records_from_runs(runs_dir), gpu_benchmark=bad_gpu)

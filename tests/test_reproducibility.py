@@ -4,7 +4,9 @@ The README's claim: on one machine and torch build the pipeline is bit-identical
 `train.deterministic`); across machines and torch builds (torch 2.14.1 and 2.15.0 resolve from the
 same README install on different machines) it agrees within a tolerance, and this test is that
 tolerance: a short training of the tiny engine set-up must follow the committed loss trajectory
-(relative 2e-3 per logged step) and reach the committed evaluation numbers (1 point absolute).
+(relative 2e-3 per logged step) and reach the committed evaluation numbers (0.05 points absolute,
+a dozen of the evaluation's ~24k pixels: the reference's numbers are small after 8 iterations, so a
+looser bound would let an evaluator that returns zeros pass).
 The reference was recorded with the versions in constraints.txt; `LDVC_WRITE_REFERENCE=1`
 rewrites it (do that only on a deliberate change of the training code, and say so in the commit).
 """
@@ -21,7 +23,7 @@ from fixtures.engine import tiny_setup
 
 REFERENCE = Path(__file__).parent / "data" / "reproducibility_reference.json"
 LOSS_RTOL = 2e-3
-METRIC_ATOL = 1.0
+METRIC_ATOL = 0.05  # points (metrics are in %)
 
 
 def test_tiny_training_matches_the_committed_reference(tmp_path):

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ldvc.reports.counts import PaperCounts
 
 from ldvc.reports.open_vocab import open_vocab_table, summarize_open_vocab
 from ldvc.reports.records import (
@@ -62,6 +65,7 @@ def build_reports(
     summary_dataset: str | None = None,
     notes: Iterable[str] = (),
     count_models: bool = True,
+    paper_counts: PaperCounts | None = None,
     gpu_benchmark: str | Path | None = None,
     cross_targets: Iterable[str] | None = None,
     open_vocab_targets: Iterable[str] | None = None,
@@ -86,9 +90,10 @@ def build_reports(
     `cross_targets`: params.yaml's `cross_dataset` keys; the workspace's cross records of other targets
     (stale runs/cross/ folders) are left out, with a note. `open_vocab_targets`: the same for
     params.yaml's `open_vocab.targets` and runs/open_vocab/.
-    `count_models`: count parameters/GFLOPs for the cost table (ZegCLIP and LDVC at the paper size on
-    the meta device, a few seconds once per process; each run's model from its checkpoint).
-    `gpu_benchmark`: the GPU throughput report giving FPS (default out_dir/benchmarks_gpu.json; a
+    `count_models`: count parameters/GFLOPs for the cost table (each run's model from its checkpoint;
+    ZegCLIP and LDVC at the paper size from `paper_counts`, the `count` stage's reports/counts.json,
+    or, when that is None, counted here on the meta device: about a minute on a CPU).
+    `gpu_benchmark`: the device check's records giving FPS (default out_dir/device_check.jsonl; a
     missing file leaves FPS '-' with a note).
     """
     if not records:
@@ -123,7 +128,7 @@ def build_reports(
     out_dir = Path(out_dir)
     from ldvc.reports.cost import GPU_BENCHMARK_FILE, cost_table  # torch only when the tables are built
 
-    cost = cost_table(records, count=count_models,
+    cost = cost_table(records, count=count_models, paper_counts=paper_counts,
                       gpu_benchmark=gpu_benchmark if gpu_benchmark is not None else out_dir / GPU_BENCHMARK_FILE)
     tables: dict[str, Path] = {}
     for table in (main_table(records), cross_table(records), open_vocab_table(records),

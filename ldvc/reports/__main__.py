@@ -3,16 +3,17 @@
     python -m ldvc.reports                       # from runs/<variant>/seed<s>/<setting>/metrics.json
     python -m ldvc.reports --from-mlflow         # from every run in the MLflow store (incl. dvc exps)
         [--tracking-uri URI] [--experiment NAME] [--runs-dir runs] [--out reports]
-        [--params params.yaml] [--no-figures] [--no-count] [--gpu-benchmark reports/benchmarks_gpu.json]
+        [--params params.yaml] [--no-figures] [--count | --no-count] [--gpu-benchmark reports/device_check.jsonl]
 
 Defaults are anchored at the repository root (DVC_ROOT when DVC runs us, else the folder holding
 dvc.yaml), like the pipeline's own MLflow store: sqlite:///<root>/mlflow.db (or
 $MLFLOW_TRACKING_URI), experiment = params.yaml's project.mlflow_experiment. params.yaml is read as
 plain YAML (only project.mlflow_experiment and the ablation, cross_dataset and open_vocab sections are
 used), so a report can be rebuilt without loading the model registry. Tables: main, cross, open_vocab,
-ablation, cost
-(the cost table counts ZegCLIP and LDVC at the paper size on the meta device: a few seconds;
---no-count skips it).
+ablation, cost.
+The cost table's paper-size counts (ZegCLIP and LDVC at 512 px, on the meta device) are read from
+<repo>/reports/counts.json, which the `count` stage writes; without that file, or with --count, they are
+counted here (about a minute on a CPU); --no-count leaves every counted cell '-'.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import yaml
 
 from ldvc.config import repo_root
 from ldvc.reports import ReportError, build_reports, load_mlflow, load_runs_dir
+from ldvc.reports.counts import COUNTS_FILE, CountsError, read_counts
 from ldvc.tracking_store import tracking_uri
 
 
@@ -51,10 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <repo>/reports)")
     parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
-    parser.add_argument("--no-count", action="store_true",
-                        help="do not count parameters/GFLOPs for the cost table (its counted cells stay '-')")
+    counting = parser.add_mutually_exclusive_group()
+    counting.add_argument("--count", action="store_true",
+                          help="count the paper-size models here instead of reading <repo>/reports/counts.json")
+    counting.add_argument("--no-count", action="store_true",
+                          help="do not count parameters/GFLOPs for the cost table (its counted cells stay '-')")
     parser.add_argument("--gpu-benchmark", type=Path, default=None,
-                        help="GPU throughput records for the cost table's FPS (default: <out>/benchmarks_gpu.json)")
+                        help="the device check's records for the cost table's FPS (default: <out>/device_check.jsonl)")
     return parser.parse_args(argv)
 
 
@@ -78,11 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             inputs = load_runs_dir(runs_dir)
             source = str(runs_dir)
+        paper_counts = None
+        counted = root / "reports" / COUNTS_FILE  # the count stage's record, whatever --out is
+        if not (args.count or args.no_count) and counted.is_file():
+            paper_counts = read_counts(counted)
         result = build_reports(inputs.records, out, curves=inputs.curves, figures=not args.no_figures,
                                ablation_overrides=ablation, notes=inputs.notes, cross_targets=cross_targets,
                                open_vocab_targets=open_vocab_targets, count_models=not args.no_count,
-                               gpu_benchmark=args.gpu_benchmark)
-    except ReportError as err:
+                               paper_counts=paper_counts, gpu_benchmark=args.gpu_benchmark)
+    except (ReportError, CountsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{len(inputs.records)} evaluation records from {source}")

@@ -15,8 +15,9 @@ ZegCLIP reports its efficiency, in five groups:
     ldvc/model/flops.py (`segmentor_flops`, attention included) and converted to ZegCLIP's
     convention (`paper_gflops`: fvcore counts one multiply-add as one FLOP); learnable parameters
     both "as ZegCLIP counts" (its checkpoint's trainable tensors, incl. those its forward never
-    uses) and "used by the forward" (ldvc/model/param_count.py `zegclip_counts`); FPS from the GPU
-    benchmark report reports/benchmarks_gpu.json when it exists, else '-';
+    uses) and "used by the forward" (ldvc/model/param_count.py `zegclip_counts`); counted once per
+    code change by the `count` stage (ldvc/reports/counts.py, reports/counts.json), which the report
+    reads; FPS from the device check's reports/device_check.jsonl when it exists, else '-';
 (c) the text encoder per TRAINING step at each paper preset (VOC, COCO-Stuff, Context-59; global
     batch 16 of 512 px crops, the seen classes x the preset's templates, forward + backward),
     counted: its share of the step with the causal prefix computed per class (before) and once per
@@ -34,8 +35,8 @@ Our choices:
   the image (computed once per vocabulary; the notes give that one-off cost).
 - LDVC carries no tensor its forward leaves unused, so its two parameter columns are equal.
 - Counting never breaks the report: a failure leaves '-' in the cell and says why in the notes.
-  Paper-size counts are cached for the process (they depend only on the code), run counts per
-  checkpoint file (path, size, mtime).
+  Paper-size counts come from the `count` stage's file (they depend only on the code; counted here
+  when no file is given), run counts are cached per checkpoint file (path, size, mtime).
 - GPU benchmark records: JSON (a list, {"records": [...]} or JSON lines): the device check's
   `gpu_slide_fps` records (benchmarks/device_check.py, reports/device_check.jsonl; FPS = its float32
   sliding-window figure without TF32, as ZegCLIP measured on a card without TF32; its tiny-size CPU
@@ -46,16 +47,23 @@ Our choices:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ldvc.reports.counts import (
+    PAPER_MODELS,
+    PAPER_PRESETS,
+    TEXT_SHARE_PRESETS,
+    ModelCount,
+    PaperCounts,
+    count_model,
+    count_paper,
+)
 from ldvc.reports.records import EvalRecord
 from ldvc.reports.reference import COST_REFERENCES, SETTINGS, SOURCE_MARKERS
 from ldvc.reports.tables import (
@@ -73,11 +81,6 @@ from ldvc.reports.tables import (
     row_order,
 )
 
-PAPER_PRESETS: tuple[str, ...] = ("voc", "coco_stuff")
-TEXT_SHARE_PRESETS: tuple[str, ...] = ("voc", "coco_stuff", "context59")
-TEXT_BEFORE_AFTER: tuple[str, ...] = ("coco_stuff",)  # the text encoder's share also as it was before the shared prefix
-# (method label, method: ldvc.baseline.method_config's "lctd" = LDVC, "zegclip" = the ZegCLIP baseline)
-PAPER_MODELS: tuple[tuple[str, str], ...] = (("ZegCLIP", "zegclip"), ("LDVC", "lctd"))
 GPU_BENCHMARK_FILE = "device_check.jsonl"
 EVAL_SCALING_FILE = "eval_scaling.jsonl"
 COUNTED = SOURCE_MARKERS["counted"]
@@ -92,145 +95,9 @@ GROUP_EVAL = "evaluation at many classes, measured"
 GROUP_RUNS = "this pipeline's runs"
 
 
-@dataclass(frozen=True)
-class ModelCount:
-    """What counting one model gives: parameters, per-window GFLOPs (ZegCLIP's convention)."""
-
-    learnable: int
-    as_zegclip_counts: int | None  # None: not a zegclip model
-    gflops: float  # image encoder + decoder, one window, one multiply-add = one FLOP
-    text_gflops: float  # the text encoder, once per vocabulary
-    window: int
-    classes: int
-
-
 # --------------------------------------------------------------------------------------------
-# Counting
+# This pipeline's runs (the paper-size counts: ldvc/reports/counts.py, the `count` stage)
 # --------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """open_clip warns that no pretrained weights were loaded: expected here (counting only)."""
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
-
-
-def count_model(cfg: Any, class_names: Sequence[str], window: int) -> ModelCount:
-    """Build `cfg`'s segmentor on a meta-device CLIP (random init, shapes only) and count it."""
-    import open_clip
-    import torch
-
-    from ldvc.model.build import build_segmentor
-    from ldvc.model.clip_loader import register_configs
-    from ldvc.model.flops import paper_gflops, segmentor_flops
-    from ldvc.model.param_count import count_parameters, zegclip_counts
-
-    register_configs()
-    with _quiet(), torch.device("meta"):
-        clip_model = open_clip.create_model(cfg.clip.model, pretrained=None, device="meta")
-    segmentor = build_segmentor(cfg, clip_model, list(class_names))
-    parts = segmentor_flops(segmentor, window)
-    zegclip = zegclip_counts(cfg, clip_model)["as_zegclip_counts"] if cfg.decoder.type == "zegclip" else None
-    return ModelCount(
-        learnable=count_parameters(segmentor)["learnable"],
-        as_zegclip_counts=zegclip,
-        gflops=paper_gflops(parts["image_encoder"] + parts["decoder"]),
-        text_gflops=paper_gflops(parts["text_encoder"]),
-        window=window,
-        classes=len(class_names),
-    )
-
-
-def paper_config(preset: str, method: str) -> Any:
-    """The preset's config (presets/<preset>.yaml over the defaults) as LDVC ("lctd") or as its ZegCLIP
-    baseline ("zegclip": ldvc/baseline.py, the definition the tables' `zegclip` ablation uses)."""
-    from ldvc.baseline import method_config
-    from ldvc.config import Config, config_from_dict, variant_dict
-    from ldvc.presets import load_preset
-
-    return method_config(config_from_dict(variant_dict(Config().to_dict(), load_preset(preset)), variant=True),
-                         method)
-
-
-@cache
-def count_paper_model(preset: str, method: str) -> ModelCount:
-    """ZegCLIP / LDVC at a preset's paper size (512x512 window, every class of the dataset)."""
-    from ldvc.data.classes import dataset_classes
-
-    cfg = paper_config(preset, method)
-    return count_model(cfg, dataset_classes(cfg.data), cfg.eval.window)
-
-
-@dataclass(frozen=True)
-class StepCount:
-    """GFLOPs of one training step at a preset's paper size (global batch, seen classes), by part."""
-
-    total: float
-    text: float  # the text encoder, causal prefix once per template (what runs)
-    text_unshared: float | None  # the same with the prefix computed per class (before); None: not counted
-    batch: int
-    classes: int
-    templates: int
-
-    @property
-    def share(self) -> float:
-        return self.text / self.total
-
-    @property
-    def share_unshared(self) -> float | None:
-        if self.text_unshared is None:
-            return None
-        return self.text_unshared / (self.total - self.text + self.text_unshared)
-
-
-def _meta_model(cfg: Any, names: list[str]) -> Any:
-    import open_clip
-    import torch
-
-    from ldvc.model.build import build_segmentor
-    from ldvc.model.clip_loader import register_configs
-
-    register_configs()
-    with _quiet(), torch.device("meta"):
-        clip_model = open_clip.create_model(cfg.clip.model, pretrained=None, device="meta")
-    return build_segmentor(cfg, clip_model, names)
-
-
-@cache
-def count_training_steps(preset: str, before: bool) -> dict[str, StepCount]:
-    """One training step (forward + backward, the global batch on one device, the seen classes) of the
-    preset's LDVC and ZegCLIP baseline, counted on the meta device; with `before`, LDVC's text encoder
-    also with its causal prefix computed per class. The two share the image encoder (counted once)."""
-    import torch
-
-    from ldvc.data.classes import dataset_classes, default_unseen
-    from ldvc.model.flops import count_flops, segmentor_flops
-
-    cfg = paper_config(preset, "lctd")
-    names = dataset_classes(cfg.data)
-    unseen = default_unseen(cfg.data.dataset) if cfg.split.unseen == "default" else list(cfg.split.unseen)
-    seen = [i for i, n in enumerate(names) if n not in unseen]
-    ids = torch.tensor(seen)
-    S, B = cfg.data.image_size, cfg.train.batch_size
-    model = _meta_model(cfg, names)
-    parts = segmentor_flops(model, S, batch=B, class_ids=ids, backward=True)
-    unshared = None
-    if before and model.text_encoder.shares_prefix:
-        model.text_encoder.shares_prefix = False
-        unshared = count_flops(model.text_encoder, ids, backward=True) / 1e9
-    elif before:
-        unshared = parts["text_encoder"] / 1e9
-    zcfg = paper_config(preset, "zegclip")
-    zparts = segmentor_flops(_meta_model(zcfg, names), S, batch=B, class_ids=ids, backward=True,
-                             parts=("text_encoder", "decoder"))
-    meta = (B, len(seen), len(cfg.prompt.templates))
-    return {"lctd": StepCount(parts["total"] / 1e9, parts["text_encoder"] / 1e9, unshared, *meta),
-            "zegclip": StepCount((parts["image_encoder"] + zparts["total"]) / 1e9, zparts["text_encoder"] / 1e9,
-                                 None, *meta)}
 
 
 @lru_cache(maxsize=64)
@@ -341,13 +208,11 @@ def read_eval_scaling(path: Path) -> list[dict[str, Any]]:
             and r.get("size") == "paper"]
 
 
-def _text_share_rows(count: bool, notes_tail: list[str]) -> list[list[str]]:
+def _text_share_rows(paper: PaperCounts | None) -> list[list[str]]:
     rows = []
-    for preset in TEXT_SHARE_PRESETS if count else ():
-        try:
-            steps = count_training_steps(preset, before=preset in TEXT_BEFORE_AFTER)
-        except Exception as err:  # counting must never break the report: say why instead
-            notes_tail.append(_failure(f"the {preset} training step", err))
+    for preset in TEXT_SHARE_PRESETS if paper is not None else ():
+        steps = paper.steps.get(preset)
+        if steps is None:
             continue
         ld, zc = steps["lctd"], steps["zegclip"]
         where = f"{ld.batch} x 512x512 crops, {ld.classes} seen classes x {ld.templates} template(s)"
@@ -414,14 +279,19 @@ def _zegclip_flop_notes(preset: str, z: ModelCount, ref: Any) -> list[str]:
         f"{abs(z.gflops - (executed - last)):.2f} of the count ({z.gflops:.2f})."]
 
 
-def cost_table(records: Sequence[EvalRecord], *, count: bool = True,
+def cost_table(records: Sequence[EvalRecord], *, count: bool = True, paper_counts: PaperCounts | None = None,
                gpu_benchmark: str | Path | None = None, eval_scaling: str | Path | None = None) -> Table:
     """Published efficiency, counted paper-size models and training steps, evaluation at many classes and
-    this pipeline's runs (module docstring). `count=False` leaves the counted cells '-' (and says so);
-    `gpu_benchmark`: the device check's records; `eval_scaling`: benchmarks/eval_scaling.py's records
-    (default: EVAL_SCALING_FILE beside `gpu_benchmark`)."""
+    this pipeline's runs (module docstring). `paper_counts`: the `count` stage's record
+    (ldvc/reports/counts.py); None with `count` counts them here (about a minute on a CPU).
+    `count=False` leaves every counted cell '-' (and says so); `gpu_benchmark`: the device check's
+    records; `eval_scaling`: benchmarks/eval_scaling.py's records (default: EVAL_SCALING_FILE beside
+    `gpu_benchmark`)."""
     rows: list[list[str]] = []
     notes_tail: list[str] = []
+    paper = (paper_counts if paper_counts is not None else count_paper()) if count else None
+    for what, why in (paper.failures if paper is not None else {}).items():
+        notes_tail.append(f"{what}: could not be counted ({why}); its cells are '-'.")
     for ref in COST_REFERENCES:
         rows.append([GROUP_PUBLISHED, ref.method, dataset_short(ref.dataset), "512x512 window",
                      format_ref(ref.learnable_params_m), MISSING, format_ref(ref.gflops), format_ref(ref.fps),
@@ -437,12 +307,9 @@ def cost_table(records: Sequence[EvalRecord], *, count: bool = True,
     counted: dict[tuple[str, str], ModelCount] = {}
     for preset in PAPER_PRESETS:
         for method, decoder in PAPER_MODELS:
-            mc: ModelCount | None = None
-            if count:
-                try:
-                    mc = counted[(preset, decoder)] = count_paper_model(preset, decoder)
-                except Exception as err:  # counting must never break the report: say why instead
-                    notes_tail.append(_failure(f"{method} at the {preset} paper size", err))
+            mc: ModelCount | None = paper.models.get((preset, decoder)) if paper is not None else None
+            if mc is not None:
+                counted[(preset, decoder)] = mc
             speed = speeds.get((preset, decoder))
             as_zegclip = (mc.as_zegclip_counts if mc.as_zegclip_counts is not None else mc.learnable) if mc else None
             rows.append([
@@ -453,7 +320,7 @@ def cost_table(records: Sequence[EvalRecord], *, count: bool = True,
                 f"{speed.hardware} (FPS); meta device (counts)" if speed else "meta device (counts only)", MISSING,
             ])
     # ---- (c) the text encoder per training step, (d) evaluation at many classes
-    rows += _text_share_rows(count, notes_tail)
+    rows += _text_share_rows(paper)
     scaling = Path(eval_scaling) if eval_scaling is not None else (
         gpu_path.parent / EVAL_SCALING_FILE if gpu_path is not None else None)
     eval_rows, eval_recs = _eval_rows(scaling, notes_tail)
@@ -563,7 +430,7 @@ def cost_table(records: Sequence[EvalRecord], *, count: bool = True,
                      "ZegCLIP's GTX 1080 Ti FPS.")
     else:
         notes.append(f"No GPU measurement exists ({gpu_path if gpu_path else GPU_BENCHMARK_FILE} absent): FPS of "
-                     "the counted rows is '-'; run the device check (README, 'Device check') and copy its "
+                     "the counted rows is '-'; run the device check (docs/gpu.md, 'Device check') and copy its "
                      "device_check.jsonl there.")
     notes.append(
         "This pipeline's runs: learnable parameters as training counted them; GFLOPs per evaluation window at the "
