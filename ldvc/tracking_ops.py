@@ -49,8 +49,10 @@ DEFAULT_VIEW_METRICS = [f"{s}.{f}" for s in SETTINGS for f in HEADLINE_FIELDS]
 # Summary metric keys that the saved view shows as columns, in this order (others stay one click away).
 _VIEW_COLUMN_PATTERNS = (
     *(re.compile(rf"^{s}\.{f}$") for s in SETTINGS for f in HEADLINE_FIELDS),
-    re.compile(r"^cross\.[^.]+\.hIoU$"),
     re.compile(r"^ablation\.[^.]+\.hIoU$"),
+    # cross-dataset and open-vocabulary targets have no seen/unseen partition: their headline is mIoU
+    re.compile(r"^cross\.[^.]+\.(hIoU|mIoU)$"),
+    re.compile(r"^open_vocab\.[^.]+\.mIoU$"),
 )
 MODEL_NAME_BAD = re.compile(r"[/:.%\"'\s]+")  # characters MLflow refuses in a LoggedModel name
 _BATCH = 100  # MLflow's limit of params per log_batch call

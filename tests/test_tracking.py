@@ -358,3 +358,16 @@ def test_store_lock_timeout_names_the_lock(tmp_path: Path) -> None:
                 pass
     with store_lock(tmp_path, timeout=0.2):  # free again
         pass
+
+
+def test_saved_view_shows_every_setting_headline_as_the_report_stage_logs_it() -> None:
+    """The report stage logs cross-dataset and open-vocabulary targets as `<section>.<target>.mIoU` (they
+    have no seen/unseen partition, so no hIoU): the saved view shows them as columns, beside the
+    zero-shot headline and the ablations' hIoU, and leaves the secondary numbers one click away."""
+    from ldvc.tracking_ops import view_columns
+
+    keys = {"inductive.hIoU", "inductive.pAcc", "ablation.zegclip.hIoU", "ablation.zegclip.mIoU_seen",
+            "cross.shifted.mIoU", "cross.shifted.pAcc", "open_vocab.wide.mIoU", "open_vocab.wide.mIoU_novel"}
+    columns = view_columns(keys)
+    assert {"inductive.hIoU", "ablation.zegclip.hIoU", "cross.shifted.mIoU", "open_vocab.wide.mIoU"} <= set(columns)
+    assert not {"cross.shifted.pAcc", "open_vocab.wide.mIoU_novel", "ablation.zegclip.mIoU_seen"} & set(columns)

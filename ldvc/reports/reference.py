@@ -255,12 +255,6 @@ COST_REFERENCES: tuple[CostReference, ...] = (
     CostReference("ZegCLIP", "coco_stuff", RefValue(14.6, "README"), RefValue(123.9, "README"),
                   RefValue(6.7, "README"), "1x GTX 1080 Ti"),
 )
-COST_REFERENCE_NOTE = (
-    f"ZegCLIP efficiency from {ZEGCLIP_README} lines 56-61: one GTX 1080 Ti, #Params = learnable parameters; "
-    "its GFLOPs come from its get_flops.py, which uses fvcore's FlopCountAnalysis (ONE multiply-add = one "
-    "FLOP) on one 512x512 image through the image encoder and the decode head (class text embeddings "
-    "precomputed, no text encoder)"
-)
 
 
 # --------------------------------------------------------------------------------------------
