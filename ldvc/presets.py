@@ -19,6 +19,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from ldvc.baseline import ZEGCLIP_BASELINE
 from ldvc.config import Config, ConfigError, config_from_dict, deep_merge, flatten, read_yaml
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"  # the presets of this code tree
@@ -94,11 +95,12 @@ def run_preset(args) -> int:  # argparse.Namespace
 
 def zegclip_preset_config(preset: str, params: Path | None = None, preset_dir: Path = PRESET_DIR,
                           image_size: int | None = None) -> Config:
-    """The preset's protocol config (merged over `params` when given) with the zegclip decoder and no
-    text prompts: ZegCLIP itself, as the importer and the parameter counts build it."""
+    """The preset's protocol config (merged over `params` when given) as its ZegCLIP baseline
+    (ldvc/baseline.py: the zegclip decoder and no text prompts), as the importer and the parameter
+    counts build it."""
     base = read_yaml(params.read_text(), str(params)) if params is not None and params.is_file() else {}
     merged = deep_merge(base or {}, load_preset(preset, preset_dir))
-    merged = deep_merge(merged, {"decoder": {"type": "zegclip"}, "prompt": {"text_depth": 0}})
+    merged = deep_merge(merged, ZEGCLIP_BASELINE)
     merged["ablation"], merged["cross_dataset"] = {}, {}
     if image_size is not None:
         merged["data"]["image_size"] = image_size

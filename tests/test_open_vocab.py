@@ -79,6 +79,7 @@ def test_a_missing_every_class_model_stops_repro_in_its_first_stage(tmp_path: Pa
     from fixtures.repo_clone import clone_working_tree, e2e_env
 
     repo = clone_working_tree(tmp_path / "repo", replace={"ablation": {}}, commit=False)
+    (repo / "data" / "inputs_open_vocab.json").unlink(missing_ok=True)  # the committed record of the default
     env = {**e2e_env(), "PYTHONPATH": str(repo)}
     bad = subprocess.run([sys.executable, "-m", "stages.inputs_open_vocab"], cwd=repo, env=env, capture_output=True,
                          text=True)

@@ -8,8 +8,8 @@
 Defaults are anchored at the repository root (DVC_ROOT when DVC runs us, else the folder holding
 dvc.yaml), like the pipeline's own MLflow store: sqlite:///<root>/mlflow.db (or
 $MLFLOW_TRACKING_URI), experiment = params.yaml's project.mlflow_experiment. params.yaml is read as
-plain YAML (only project.mlflow_experiment and the ablation, cross_dataset and open_vocab sections are
-used), so a report can be rebuilt without loading the model registry. Tables: main, cross, open_vocab,
+plain YAML (only project.mlflow_experiment, data.dataset and the ablation, cross_dataset and open_vocab
+sections are used), so a report can be rebuilt without loading the model registry. Tables: main, cross, open_vocab,
 ablation, cost.
 The cost table's paper-size counts (ZegCLIP and LDVC at 512 px, on the meta device) are read from
 <repo>/reports/counts.json, which the `count` stage writes; without that file, or with --count, they are
@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         result = build_reports(inputs.records, out, curves=inputs.curves, figures=not args.no_figures,
                                ablation_overrides=ablation, notes=inputs.notes, cross_targets=cross_targets,
                                open_vocab_targets=open_vocab_targets, count_models=not args.no_count,
-                               paper_counts=paper_counts, gpu_benchmark=args.gpu_benchmark)
+                               paper_counts=paper_counts, gpu_benchmark=args.gpu_benchmark,
+                               # the summaries (metrics/*.json) are of the dataset params.yaml trains on:
+                               # runs of another preset's dataset may linger in runs/ (tables show them all)
+                               summary_dataset=(params.get("data") or {}).get("dataset"))
     except (ReportError, CountsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
