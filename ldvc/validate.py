@@ -5,16 +5,55 @@ This module sits ABOVE `ldvc.data` and `ldvc.model` (it imports them; they never
 `ldvc.config` stays a leaf that every package can import without a cycle. Every stage calls
 `validate_run` (through `ldvc.pipeline.load_stage_config`) before any work, as do the presets and
 the command line, so a typo in params.yaml fails in about a second, naming the key.
+
+It reads the decoder names and the CLIP architecture WITHOUT importing the model code: importing
+torch and open_clip (which pulls in torchvision and torch._dynamo) takes about 4 s, paid by every
+stage that never builds a model (download, split, the target preparations) on every run. The two
+facts it needs are pinned against the library by tests/test_validate_fast.py: `DECODER_TYPES`
+equals the registry `ldvc.model.build.DECODERS`, and `clip_model_config` equals
+`open_clip.get_model_config` (after `ldvc.model.clip_loader.register_configs`) for every model
+name open_clip knows, ldvc's own configs included.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
 from ldvc.config import Config, ConfigError, DataConfig, config_from_dict
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
+# The registry's names (ldvc.model.build.DECODERS; a new decoder is added here too, the test says so).
+DECODER_TYPES = ("lctd", "zegclip")
+# ldvc's own open_clip model configs (ldvc.model.clip_loader.CONFIG_DIR, registered after open_clip's,
+# so a name in both is ldvc's, as open_clip's rescan leaves it).
+LDVC_CLIP_CONFIGS = Path(__file__).resolve().parent / "model" / "configs"
+_CLIP_CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")  # what open_clip's rescan requires of a config
+
+
+def clip_model_config(name: str) -> dict | None:
+    """open_clip's model config of `name` as `open_clip.get_model_config` returns it once ldvc's
+    configs are registered, read from the same JSON files without importing open_clip: `<name>.json`
+    in ldvc's config folder, else in open_clip's `model_configs` folder, holding the keys open_clip
+    requires; None when neither has it. Names with a location schema (`hf-hub:`, `local-dir:`) go to
+    open_clip itself."""
+    if ":" in name or "/" in name:
+        from ldvc.model.clip_loader import model_config
+
+        return model_config(name)
+    spec = importlib.util.find_spec("open_clip")  # locates the package without running it
+    folders = [LDVC_CLIP_CONFIGS]
+    if spec is not None and spec.submodule_search_locations:
+        folders += [Path(loc) / "model_configs" for loc in spec.submodule_search_locations]
+    for folder in folders:
+        path = folder / f"{name}.json"
+        if path.is_file():
+            cfg = json.loads(path.read_text(encoding="utf-8"))
+            if all(key in cfg for key in _CLIP_CONFIG_KEYS):
+                return cfg
+    return None
 
 
 def validate_run(cfg: Config, *, preset_dir: Path | None = None) -> Config:
@@ -49,13 +88,10 @@ def load_validated(raw: dict[str, Any], *, variant: bool = False) -> Config:
 
 
 def _check_model(cfg: Config, prefix: str) -> None:
-    from ldvc.model.build import DECODERS  # importing build registers every decoder
-    from ldvc.model.clip_loader import model_config
-
     d = cfg.decoder
-    if d.type not in DECODERS:
-        raise ConfigError(f"'{prefix}decoder.type' = {d.type!r} is not a registered decoder: {sorted(DECODERS)}")
-    clip = model_config(cfg.clip.model)
+    if d.type not in DECODER_TYPES:
+        raise ConfigError(f"'{prefix}decoder.type' = {d.type!r} is not a registered decoder: {sorted(DECODER_TYPES)}")
+    clip = clip_model_config(cfg.clip.model)
     if clip is None:
         # an unknown open_clip name fails when the CLIP is built; nothing more to check here
         return
